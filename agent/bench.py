@@ -1,0 +1,194 @@
+"""`p2m bench`: the bench contract of ARCHITECTURE.md.
+
+The pipeline sees only the task's `prompt`. Then, on the first `limit` rows of test.jsonl, we score
+the deployed student, the teacher zero-shot (the prompt as given, the input appended, temperature 0,
+the answer constrained to the label set, no cache so its time is real), and, where train.jsonl
+exists, the same student trained on that real data (the ceiling).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from p2m.agent.pipeline import RunOptions, run_pipeline
+from p2m.errors import ConfigError, DataError
+from p2m.tools.evaluate import classification_report, load_jsonl_pairs
+from p2m.tools.llm import EMBEDDED_MODEL, open_llm
+from p2m.tools.prompts import load_prompt
+from p2m.tools.train import finetune, load_student, train_quick
+
+__all__ = ["run_bench", "format_result", "load_task", "CEILING_MAX_ROWS"]
+
+CEILING_MAX_ROWS = 2000  # a random sample of train.jsonl keeps the ceiling's fine-tune within minutes
+
+
+def load_task(task_dir: str | Path) -> dict[str, Any]:
+    """task.json of a bench folder, checked."""
+    task_dir = Path(task_dir)
+    path = task_dir / "task.json"
+    if not path.is_file():
+        raise ConfigError(f"{task_dir}: not a bench task folder (no task.json)")
+    try:
+        task = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e.msg})") from e
+    missing = [k for k in ("name", "task_type", "metric", "prompt") if k not in task]
+    if missing:
+        raise DataError(f"{path}: missing {missing}")
+    if task["task_type"] != "classification":
+        raise ConfigError(
+            f"{task['name']}: {task['task_type']} tasks are not supported by this version of p2m yet"
+        )
+    if not (task_dir / "test.jsonl").is_file():
+        raise ConfigError(f"{task_dir}: no test.jsonl")
+    return task
+
+
+def _teacher_zero_shot(
+    task: dict[str, Any], rows: list[tuple[str, str]], options: RunOptions, progress: bool
+) -> dict:
+    from tqdm.auto import tqdm
+
+    labels = task["labels"]
+    template = load_prompt("teacher_zero_shot")
+    preds = []
+    with open_llm(options.llm) as llm:  # no cache: the time per example must be real
+        start = time.perf_counter()
+        for x, _ in tqdm(rows, desc="teacher zero-shot", disable=not progress, leave=False):
+            msg = template.format(prompt=task["prompt"], input=x)
+            preds.append(llm.choose([("user", msg)], labels, temperature=0.0, purpose="zero_shot") or "")
+        seconds = time.perf_counter() - start
+        model = llm.model_name
+    rep = classification_report([y for _, y in rows], preds, labels)
+    return {
+        "score": rep.score,
+        "ms_per_example": round(1000 * seconds / len(rows), 2),
+        "model": model if options.llm.base_url else EMBEDDED_MODEL,
+        "prompt_template": template,
+        "macro_f1": rep.scores["macro_f1"],
+    }
+
+
+def _ceiling(
+    task_dir: Path, task: dict, rows: list[tuple[str, str]], options: RunOptions, progress: bool
+) -> dict | None:
+    path = task_dir / "train.jsonl"
+    if not path.is_file():
+        return None
+    labels = task["labels"]
+    data = load_jsonl_pairs(path, labels)
+    random.Random(0).shuffle(data)  # train.jsonl is ordered by source; sample it randomly
+    data = data[:CEILING_MAX_ROWS]
+    n_val = max(len(labels), len(data) // 7)
+    train, val = data[n_val:], data[:n_val]
+    quick, qrep, _ = train_quick(train, val, labels)
+    best, name = (quick, qrep), "quick-trial"
+    if options.finetune:
+        ft, frep, _ = finetune(train, val, labels, options.train, progress=progress)
+        if frep.score >= qrep.score:
+            best, name = (ft, frep), "finetune"
+    preds = best[0].predict([x for x, _ in rows])
+    rep = classification_report([y for _, y in rows], preds, labels)
+    return {"score": rep.score, "macro_f1": rep.scores["macro_f1"], "n_train": len(train), "selected": name}
+
+
+def run_bench(
+    task_dir: str | Path,
+    out_file: str | Path,
+    options: RunOptions,
+    *,
+    limit: int = 300,
+    target: float | None = None,
+    ceiling: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run one bench task and write its result JSON to `out_file`."""
+    task_dir = Path(task_dir)
+    task = load_task(task_dir)
+    rows = load_jsonl_pairs(task_dir / "test.jsonl")[:limit]
+    out_file = Path(out_file)
+    try:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot write {out_file}: {e.strerror}") from e
+    start = time.perf_counter()
+    res = run_pipeline(task["prompt"], options, progress=progress)
+    pipeline_seconds = time.perf_counter() - start
+    student = load_student(res.folder / "model")
+    t0 = time.perf_counter()
+    preds = student.predict([x for x, _ in rows])
+    student_ms = 1000 * (time.perf_counter() - t0) / len(rows)
+    srep = classification_report([y for _, y in rows], preds, task["labels"])
+    report = res.report
+    params = _count_params(res.folder / "model")
+    teacher = _teacher_zero_shot(task, rows, options, progress)
+    ceil = _ceiling(task_dir, task, rows, options, progress) if ceiling else None
+    gen, cur = report["data"]["generation"], report["data"]["curation"]
+    result = {
+        "task": task["name"],
+        "metric": task["metric"],
+        "n_test": len(rows),
+        "student": {
+            "score": srep.score,
+            "ms_per_example": round(student_ms, 3),
+            "model": f"all-MiniLM-L6-v2 ({report['student']['kind']})",
+            "params": params,
+            "macro_f1": srep.scores["macro_f1"],
+        },
+        "teacher": teacher,
+        "ceiling": ceil,
+        "pipeline": {
+            "seconds": round(pipeline_seconds, 1),
+            "examples_generated": gen.get("usable", 0),
+            "examples_kept": cur["kept"],
+            "examples_retrieved": 0,
+            "llm_calls": report["cost"]["calls"],
+            "llm_tokens": report["cost"]["prompt_tokens"] + report["cost"]["completion_tokens"],
+            "kept_per_second": gen.get("kept_per_second"),
+            "validation_score": report["validation"]["score"],
+            "decisions": [{"action": d["action"], "by": d["by"]} for d in report["decisions"]],
+        },
+        "run": res.run_id,
+        "target": target,
+        "speedup": round(teacher["ms_per_example"] / max(student_ms, 1e-9), 1),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    out_file.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _count_params(model_dir: Path) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    for f in model_dir.glob("*.safetensors"):
+        with safe_open(str(f), "pt") as st:
+            for k in st.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                total += _prod(st.get_slice(k).get_shape())
+    return total
+
+
+def _prod(shape: list[int]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def format_result(r: dict[str, Any]) -> str:
+    """A short table of one bench result."""
+    ceil = f"{r['ceiling']['score']:.3f}" if r.get("ceiling") else "—"
+    p = r["pipeline"]
+    return (
+        f"\n{r['task']} ({r['metric']}, {r['n_test']} test rows)\n"
+        f"  student  {r['student']['score']:.3f}   {r['student']['ms_per_example']:.2f} ms/ex   {r['student']['model']}\n"
+        f"  teacher  {r['teacher']['score']:.3f}   {r['teacher']['ms_per_example']:.2f} ms/ex   zero-shot, {r['teacher']['model']}\n"
+        f"  ceiling  {ceil}   (same student on train.jsonl)\n"
+        f"  student is {r['speedup']}x faster per example than the teacher\n"
+        f"  pipeline {p['seconds']:.0f}s, {p['examples_generated']} generated, {p['examples_kept']} kept,"
+        f" {p['llm_calls']} LLM calls, {p['llm_tokens']} tokens"
+    )

@@ -1,0 +1,286 @@
+"""The `p2m` command. Each subcommand parses options, calls one library function, prints.
+
+Expected failures (P2MError) print as one `Error: …` line with exit code 1; Ctrl-C exits 130 and
+leaves the run resumable. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from p2m.errors import P2MError
+
+__all__ = ["main", "cli"]
+
+
+def _llm_options(f: Any) -> Any:
+    f = click.option(
+        "--llm",
+        "llm_url",
+        metavar="URL",
+        help="OpenAI-compatible endpoint (…/v1); default: embedded teacher. Env: OPENAI_BASE_URL.",
+    )(f)
+    f = click.option("--llm-model", metavar="NAME", help="Model name at --llm. Env: P2M_LLM_MODEL.")(f)
+    f = click.option(
+        "--llm-timeout", type=float, default=120.0, show_default=True, help="Seconds per LLM request."
+    )(f)
+    return f
+
+
+def _run_options(f: Any) -> Any:
+    f = _llm_options(f)
+    f = click.option(
+        "--examples",
+        type=int,
+        default=400,
+        show_default=True,
+        help="Usable examples to generate, split over labels.",
+    )(f)
+    f = click.option(
+        "--gen-minutes", type=float, default=6.0, show_default=True, help="Cap on generation time (0 = none)."
+    )(f)
+    f = click.option(
+        "--budget-llm-calls", type=int, default=0, help="Cap on teacher calls for generation (0 = none)."
+    )(f)
+    f = click.option(
+        "--epochs", type=int, default=6, show_default=True, help="Fine-tuning epochs (best kept)."
+    )(f)
+    f = click.option(
+        "--no-finetune", is_flag=True, help="Only the quick trial (embeddings + logistic regression)."
+    )(f)
+    f = click.option("--seed", type=int, default=0, show_default=True)(f)
+    return f
+
+
+def _options(kw: dict[str, Any], eval_file: str | None = None, out: str | None = None) -> Any:
+    from p2m.agent.pipeline import RunOptions
+    from p2m.tools.generate import GenConfig
+    from p2m.tools.llm import LLMConfig
+    from p2m.tools.train import TrainConfig
+
+    return RunOptions(
+        llm=LLMConfig.from_env(kw["llm_url"], kw["llm_model"], timeout=kw["llm_timeout"]),
+        gen=GenConfig(
+            examples=kw["examples"],
+            minutes=kw["gen_minutes"],
+            max_calls=kw["budget_llm_calls"],
+            seed=kw["seed"],
+        ),
+        train=TrainConfig(epochs=kw["epochs"], seed=kw["seed"]),
+        finetune=not kw["no_finetune"],
+        eval_file=eval_file,
+        out=out,
+    )
+
+
+def _home(home: str | None) -> None:
+    if home:
+        os.environ["P2M_HOME"] = str(Path(home).expanduser())
+
+
+def _print_result(res: Any) -> None:
+    rep = res.report
+    val = rep["validation"]
+    click.echo(f"\nrun {res.run_id}: {rep['student']['selected']} student, validation accuracy {val['score']:.3f}"
+               f" (macro-F1 {val['scores']['macro_f1']:.3f}) on {val['n']} rows")  # fmt: skip
+    if rep.get("user_eval"):
+        click.echo(f"on --eval file: accuracy {rep['user_eval']['score']:.3f} ({rep['user_eval']['n']} rows)")
+    cost = rep["cost"]
+    click.echo(
+        f"teacher: {cost['calls']} calls ({cost['cached']} cached), {cost['prompt_tokens'] + cost['completion_tokens']} tokens"
+    )
+    click.echo(
+        f'model: {res.folder / "model"}\ncard:  {res.folder / "README.md"}\ntry:   p2m predict {res.run_id} "some text"   |   p2m serve {res.run_id}'
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="p2m")
+def cli() -> None:
+    """p2m: describe a task, get a small, fast, deployed model. Offline by default.
+
+    \b
+    Example:
+      p2m run "Classify support tickets as billing, bug or other."
+    """
+
+
+@cli.command()
+@click.argument("prompt", required=False)
+@click.option(
+    "-f",
+    "--prompt-file",
+    type=click.Path(dir_okay=False),
+    help="Read the task description from a file ('-' = stdin).",
+)
+@_run_options
+@click.option(
+    "--eval",
+    "eval_file",
+    type=click.Path(),
+    help="JSONL {input, output} file to report on (never trained on).",
+)
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: P2M_HOME/runs/RUN_ID).")
+@click.option(
+    "--home", type=click.Path(file_okay=False), help="p2m home folder (default: P2M_HOME or ~/.p2m)."
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def run(prompt: str | None, prompt_file: str | None, eval_file: str | None, out: str | None, home: str | None,
+        quiet: bool, **kw: Any) -> None:  # fmt: skip
+    """Build a model from a task description, end to end.
+
+    \b
+    Example:
+      p2m run "Decide whether a review is positive or negative.
+      Input: loved it
+      Output: positive"
+      p2m run -f examples/support_tickets.txt --eval my_tickets.jsonl
+    """
+    from p2m.agent.pipeline import run_pipeline
+
+    _home(home)
+    if prompt_file:
+        try:
+            prompt = sys.stdin.read() if prompt_file == "-" else Path(prompt_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise click.ClickException(f"cannot read the prompt file {prompt_file}: {e}") from e
+    _print_result(run_pipeline(prompt or "", _options(kw, eval_file, out), progress=not quiet))
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--home", type=click.Path(file_okay=False), help="p2m home folder.")
+@click.option("-q", "--quiet", is_flag=True)
+def resume(run_id: str, home: str | None, quiet: bool) -> None:
+    """Continue a stopped, failed or killed run, reusing what it had done.
+
+    \b
+    Example:
+      p2m resume 20261125-101500-classify-support-tickets
+    """
+    from p2m.agent.pipeline import run_pipeline
+
+    _home(home)
+    _print_result(run_pipeline(resume=run_id, progress=not quiet))
+
+
+@cli.command()
+@click.option("--home", type=click.Path(file_okay=False), help="p2m home folder.")
+def runs(home: str | None) -> None:
+    """List runs, newest last."""
+    import time
+
+    from p2m.agent.pipeline import open_store
+
+    _home(home)
+    rows = open_store().list_runs()
+    if not rows:
+        click.echo('no runs yet; start one with `p2m run "…"`')
+    for r in rows:
+        click.echo(
+            f"{r['id']:<48} {r['status']:<12} {r['stage']:<10} {time.strftime('%Y-%m-%d %H:%M', time.localtime(r['created']))}"
+        )
+
+
+@cli.command()
+@click.argument("run_id")
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--home", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines {input, label}.")
+def predict(run_id: str, texts: tuple[str, ...], home: str | None, as_json: bool) -> None:
+    """Classify TEXTS with a run's model (RUN_ID or a run folder).
+
+    \b
+    Example:
+      p2m predict RUN_ID "I was charged twice this month"
+    """
+    from p2m.tools.deploy import load_run_model
+
+    _home(home)
+    student, _ = load_run_model(run_id)
+    for text, label in zip(texts, student.predict(list(texts)), strict=True):
+        click.echo(json.dumps({"input": text, "label": label}, ensure_ascii=False) if as_json else label)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=None, help="Default: the first free port from 7860.")
+@click.option("--share", is_flag=True, help="Also open a public Gradio share link (needs network).")
+@click.option("--home", type=click.Path(file_okay=False))
+def serve(run_id: str, host: str, port: int | None, share: bool, home: str | None) -> None:
+    """Open a web demo of a run's model (Gradio, 127.0.0.1 by default).
+
+    \b
+    Example:
+      p2m serve RUN_ID --port 7860
+    """
+    from p2m.tools.deploy import serve as serve_run
+
+    _home(home)
+    serve_run(run_id, host=host, port=port, share=share)
+
+
+@cli.command()
+@click.argument("task_dir", type=click.Path(file_okay=False))
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="Where to write the JSON result.",
+)
+@click.option("--limit", type=int, default=300, show_default=True, help="Score the first N test rows.")
+@click.option("--target", type=float, default=None, help="Target metric passed to the pipeline.")
+@click.option("--no-ceiling", is_flag=True, help="Skip training the student on train.jsonl.")
+@_run_options
+@click.option("--home", type=click.Path(file_okay=False))
+@click.option("-q", "--quiet", is_flag=True)
+def bench(task_dir: str, out_file: str, limit: int, target: float | None, no_ceiling: bool, home: str | None,
+          quiet: bool, **kw: Any) -> None:  # fmt: skip
+    """Run the pipeline on a bench task's prompt alone, then score it on the task's test rows.
+
+    Compares the student with the teacher zero-shot on the same rows and, where the task has
+    train.jsonl, with the same student trained on that real data.
+
+    \b
+    Example:
+      p2m bench ../shared/bench-data/sst2 --out bench/out/sst2.json
+    """
+    from p2m.agent.bench import format_result, run_bench
+
+    _home(home)
+    result = run_bench(task_dir, out_file, _options(kw), limit=limit, target=target, ceiling=not no_ceiling,
+                       progress=not quiet)  # fmt: skip
+    click.echo(format_result(result))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one readable line for expected failures, exit 130 on Ctrl-C."""
+    # SIGTERM behaves like Ctrl-C: the run is marked interrupted and the teacher server stopped.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except P2MError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(130 if type(e).__name__ == "RunInterrupted" else 1)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,370 @@
+"""The fixed pipeline: parse → generate → curate → train → evaluate → deploy, resumable at every stage.
+
+Each stage records its result in the run store before the next starts; `run_pipeline(resume=…)`
+skips what is recorded, so a run killed at any point continues where it stopped (generated
+examples stay, the LLM cache answers repeated requests, trained candidates are reloaded).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from p2m.errors import ConfigError, TaskError
+from p2m.memory import ResponseCache, RunStore, home_dir, runs_dir
+from p2m.memory.home import ensure_writable
+from p2m.tools import deploy
+from p2m.tools.evaluate import classification_report, load_jsonl_pairs
+from p2m.tools.generate import GenConfig, curate, generate_examples
+from p2m.tools.llm import LLMConfig, open_llm
+from p2m.tools.parse import parse_task
+from p2m.tools.train import TrainConfig, finetune, load_student, train_quick
+from p2m.tools.types import Decision, TaskSpec
+
+__all__ = ["RunOptions", "RunResult", "run_pipeline", "open_store", "new_run_id"]
+
+STAGES = ("parse", "generate", "curate", "train", "deploy")
+
+
+@dataclass
+class RunOptions:
+    """Everything a run needs besides the prompt; stored with the run so `resume` reuses it."""
+
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    gen: GenConfig = field(default_factory=GenConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: bool = True
+    eval_file: str | None = None
+    out: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        llm = {k: v for k, v in vars(self.llm).items() if k != "api_key"}  # never store keys
+        return {"llm": llm, "gen": self.gen.to_dict(), "train": self.train.to_dict(), "finetune": self.finetune,
+                "eval_file": self.eval_file, "out": self.out}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], api_key: str | None = None) -> RunOptions:
+        return cls(
+            llm=LLMConfig(**{**d["llm"], "api_key": api_key}),
+            gen=GenConfig(**d["gen"]),
+            train=TrainConfig(**d["train"]),
+            finetune=d["finetune"],
+            eval_file=d.get("eval_file"),
+            out=d.get("out"),
+        )
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    folder: Path
+    spec: TaskSpec
+    report: dict[str, Any]
+
+
+def open_store() -> RunStore:
+    return RunStore(home_dir() / "p2m.sqlite")
+
+
+def new_run_id(prompt: str) -> str:
+    slug = "-".join(re.findall(r"[a-z0-9]+", prompt.lower())[:4])[:32] or "run"
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}"
+
+
+def _log(progress: bool, msg: str) -> None:
+    if progress:
+        from tqdm.auto import tqdm
+
+        tqdm.write(msg)
+
+
+class _Run:
+    """One run's stages, sharing the store, the folder and (lazily) the teacher."""
+
+    def __init__(self, store: RunStore, run_id: str, folder: Path, prompt: str, opts: RunOptions, progress: bool,
+                 llm: Any = None) -> None:  # fmt: skip
+        self.store, self.run_id, self.folder, self.prompt, self.opts = store, run_id, folder, prompt, opts
+        self.progress = progress
+        self._llm = llm
+        self._stack = contextlib.ExitStack()
+
+    @property
+    def llm(self) -> Any:
+        if self._llm is None:  # started only when a stage needs it
+            _log(self.progress, "starting the teacher LLM …")
+            cache = ResponseCache(home_dir() / "llm_cache.sqlite")
+            self._llm = self._stack.enter_context(
+                open_llm(
+                    self.opts.llm,
+                    cache=cache,
+                    on_call=self._on_call,
+                    log_path=self.folder / "logs" / "llm_server.log",
+                )
+            )
+        return self._llm
+
+    def _on_call(self, purpose: str, cached: bool, pt: int, ct: int, seconds: float) -> None:
+        self.store.log_llm_call(self.run_id, purpose, cached, pt, ct, seconds)
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def decide(self, action: str, reason: str, **args: Any) -> None:
+        self.store.add_decision(self.run_id, Decision(action, reason, "rule", args).to_dict())
+
+    # stages -------------------------------------------------------------------------------------
+    def parse(self) -> TaskSpec:
+        found = self.store.task_version(self.run_id)
+        if found:
+            return TaskSpec.from_dict(found[1])
+        self.store.set_stage(self.run_id, "parse")
+        spec = parse_task(self.prompt, self.llm)
+        if spec.task_type != "classification":
+            raise TaskError(
+                f"this looks like a {spec.task_type} task; this version of p2m builds classifiers. Name the labels"
+                " ('… as positive or negative') or give Input/Output examples whose outputs are labels"
+            )
+        self.store.add_task_version(self.run_id, spec.to_dict(), note="parsed from the prompt")
+        self.store.stage_done(self.run_id, "parse", {"labels": spec.labels, "task_type": spec.task_type})
+        _log(self.progress, f"task: {spec.task_type}, labels {spec.labels}, input kind '{spec.input_kind}'")
+        return spec
+
+    def generate(self, spec: TaskSpec) -> dict[str, Any]:
+        done = self.store.stage_info(self.run_id, "generate")
+        if done is not None:
+            return done
+        from tqdm.auto import tqdm
+
+        self.store.set_stage(self.run_id, "generate")
+        kept = self.store.examples(self.run_id, kept=True, source_prefix="generated:")
+        counts = {label: sum(r["output"] == label for r in kept) for label in spec.labels}
+        start = self.store.max_request_index(self.run_id) + 1
+        self.decide(
+            "generate_more",
+            "per-label generation to the example budget",
+            labels=spec.labels,
+            n=self.opts.gen.examples,
+        )
+        bar = tqdm(total=self.opts.gen.examples, initial=sum(counts.values()), desc="generate", unit="ex",
+                   disable=not self.progress)  # fmt: skip
+        try:
+            stats = generate_examples(
+                spec, self.llm, self.opts.gen, start_index=start, counts=counts,
+                on_rows=lambda rows: self.store.add_examples(self.run_id, rows), run_id=self.run_id, progress=bar,
+            )  # fmt: skip
+        finally:
+            bar.close()
+        stats["kept_per_second"] = round(stats["usable"] / max(stats["seconds"], 1e-9), 3)
+        self.store.stage_done(self.run_id, "generate", stats)
+        return stats
+
+    def curate(self, spec: TaskSpec) -> dict[str, Any]:
+        done = self.store.stage_info(self.run_id, "curate")
+        if done is not None:
+            return done
+        self.store.set_stage(self.run_id, "curate")
+        rows = self.store.examples(self.run_id, kept=None, source_prefix="generated:")
+        if not rows:
+            raise TaskError(
+                "the teacher produced no usable examples; raise --gen-minutes or use a stronger --llm"
+            )
+        updates, report = curate(rows, spec, seed=self.opts.train.seed)
+        self.store.update_examples(updates)
+        if min(report["per_label"].values(), default=0) < 2:
+            raise TaskError(
+                f"too few usable examples for some labels {report['per_label']}; raise --examples or --gen-minutes,"
+                " or describe each label more clearly"
+            )
+        self.store.stage_done(self.run_id, "curate", report)
+        _log(
+            self.progress,
+            f"kept {report['kept']} examples {report['per_label']}, dropped {report['dropped']}",
+        )
+        return report
+
+    def data(self, spec: TaskSpec) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        rows = self.store.examples(self.run_id, kept=True, source_prefix="generated:")
+        train = [(r["input"], r["output"]) for r in rows if r["split"] == "train"]
+        val = [(r["input"], r["output"]) for r in rows if r["split"] == "validation"] + list(
+            spec.demonstrations
+        )
+        return train, val
+
+    def train(self, spec: TaskSpec) -> dict[str, Any]:
+        done = self.store.stage_info(self.run_id, "train")
+        if done is not None:
+            return done
+        self.store.set_stage(self.run_id, "train")
+        train, val = self.data(spec)
+        cand_dir = self.folder / "candidates"
+        results = []
+        t0 = time.perf_counter()
+        student, report, params = train_quick(train, val, spec.labels)
+        results.append(
+            self._record("quick-trial", student, report, params, len(train), time.perf_counter() - t0)
+        )
+        _log(
+            self.progress,
+            f"quick trial (MiniLM embeddings + logistic regression): validation {report.score:.3f}",
+        )
+        if self.opts.finetune:
+            self.decide(
+                "train",
+                "fine-tune MiniLM as a sequence classifier after the quick trial",
+                student="all-MiniLM-L6-v2",
+            )
+            t0 = time.perf_counter()
+            student, report, params = finetune(
+                train, val, spec.labels, self.opts.train, progress=self.progress
+            )
+            results.append(
+                self._record("finetune", student, report, params, len(train), time.perf_counter() - t0)
+            )
+            _log(self.progress, f"fine-tuned MiniLM: validation {report.score:.3f}")
+        best = max(results, key=lambda r: (r["score"], r["macro_f1"], r["name"] == "finetune"))
+        self.decide(
+            "select", f"{best['name']} has the best validation score ({best['score']:.3f})", name=best["name"]
+        )
+        info = {"best": best, "candidates": results, "candidates_dir": str(cand_dir)}
+        self.store.stage_done(self.run_id, "train", info)
+        return info
+
+    def _record(
+        self, name: str, student: Any, report: Any, params: dict, n: int, seconds: float
+    ) -> dict[str, Any]:
+        path = self.folder / "candidates" / name
+        if path.exists():
+            shutil.rmtree(path)
+        student.save(path)
+        self.store.add_experiment(self.run_id, {"name": name, "student": student.kind, "params": params, "n_train": n,
+                                                "report": report.to_dict(), "model_path": str(path), "seconds": seconds})  # fmt: skip
+        return {"name": name, "kind": student.kind, "score": report.score, "macro_f1": report.scores.get("macro_f1", 0.0),
+                "path": str(path), "report": report.to_dict()}  # fmt: skip
+
+    def deploy(
+        self, spec: TaskSpec, gen: dict, cur: dict, trained: dict, eval_pairs: list | None
+    ) -> dict[str, Any]:
+        self.store.set_stage(self.run_id, "deploy")
+        best = trained["best"]
+        model_dir = self.folder / "model"
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        shutil.copytree(best["path"], model_dir)
+        student = load_student(model_dir)
+        user_report = None
+        if eval_pairs:
+            t0 = time.perf_counter()
+            preds = student.predict([x for x, _ in eval_pairs])
+            user_report = classification_report(
+                [y for _, y in eval_pairs], preds, spec.labels, [x for x, _ in eval_pairs]
+            )
+            user_report.ms_per_example = round(1000 * (time.perf_counter() - t0) / len(eval_pairs), 3)
+            user_report = user_report.to_dict()
+        train, val = self.data(spec)
+        report = {
+            "run": self.run_id,
+            "task": spec.to_dict(),
+            "student": {
+                "kind": best["kind"],
+                "base": "sentence-transformers/all-MiniLM-L6-v2",
+                "selected": best["name"],
+            },
+            "validation": best["report"],
+            "candidates": [
+                {k: c[k] for k in ("name", "kind", "score", "macro_f1")} for c in trained["candidates"]
+            ],
+            "user_eval": user_report,
+            "data": {"train": len(train), "validation": len(val), "generation": gen, "curation": cur},
+            "teacher": self.opts.llm.model
+            or ("embedded" if self.opts.llm.base_url is None else self.opts.llm.base_url),
+            "cost": self.store.ledger(self.run_id),
+            "decisions": self.store.decisions(self.run_id),
+        }
+        deploy.write_run_folder(self.folder, spec, report, train, val, teacher=self._teacher_name())
+        self.store.stage_done(self.run_id, "deploy", {"model": str(model_dir)})
+        return report
+
+    def _teacher_name(self) -> str:
+        from p2m.tools.llm import EMBEDDED_MODEL
+
+        return (
+            EMBEDDED_MODEL
+            if self.opts.llm.base_url is None
+            else f"{self.opts.llm.model} at {self.opts.llm.base_url}"
+        )
+
+
+def run_pipeline(
+    prompt: str | None = None,
+    options: RunOptions | None = None,
+    *,
+    resume: str | None = None,
+    progress: bool = True,
+    llm: Any = None,
+    store: RunStore | None = None,
+) -> RunResult:
+    """Run (or resume) the fixed pipeline and deploy the best student.
+
+    Args:
+        prompt: the task description (ignored when resuming).
+        options: settings; when resuming, the stored ones are used.
+        resume: a run id to continue.
+        progress: print progress bars and stage lines.
+        llm: an LLMClient to use instead of starting one (tests).
+        store: the run store (default: the one under the p2m home).
+
+    Raises:
+        P2MError: a readable failure; the run is marked failed (or interrupted on Ctrl-C) and can be resumed.
+    """
+    store = store or open_store()
+    if resume:
+        run = store.get_run(resume)
+        if run is None:
+            raise ConfigError(f"no run {resume!r}; `p2m runs` lists them")
+        if run["status"] == "complete":
+            raise ConfigError(f"run {resume} is already complete; its model is in {run['folder']}/model")
+        import os
+
+        options = RunOptions.from_dict(run["config"], api_key=os.environ.get("OPENAI_API_KEY"))
+        run_id, folder, prompt = resume, Path(run["folder"]), run["prompt"]
+        store.set_status(run_id, "running")
+    else:
+        options = options or RunOptions()
+        if not (prompt or "").strip():
+            parse_task(prompt or "")  # raises the empty-prompt TaskError
+        run_id = new_run_id(prompt)
+        folder = Path(options.out).expanduser() if options.out else runs_dir() / run_id
+        ensure_writable(folder)
+        store.create_run(run_id, prompt, options.to_dict(), str(folder.resolve()))
+    eval_pairs = load_jsonl_pairs(options.eval_file) if options.eval_file else None
+    r = _Run(store, run_id, folder, prompt, options, progress, llm)
+    _log(progress, f"run {run_id} → {folder}")
+    try:
+        spec = r.parse()
+        if eval_pairs:
+            bad = sorted({y for _, y in eval_pairs} - set(spec.labels))
+            if bad:
+                raise TaskError(f"--eval file has outputs {bad} that are not task labels {spec.labels}")
+        gen = r.generate(spec)
+        cur = r.curate(spec)
+        trained = r.train(spec)
+        report = r.deploy(spec, gen, cur, trained, eval_pairs)
+        (folder / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+        store.set_status(run_id, "complete", stage="done")
+    except KeyboardInterrupt:
+        store.set_status(run_id, "interrupted", error="interrupted by the user")
+        from p2m.errors import RunInterrupted
+
+        raise RunInterrupted(f"interrupted; what was done is kept: `p2m resume {run_id}` continues") from None
+    except BaseException as e:
+        store.set_status(run_id, "failed", error=str(e)[:500])
+        raise
+    finally:
+        r.close()
+    return RunResult(run_id, folder, spec, report)

@@ -1,0 +1,145 @@
+"""Test doubles behind the real interfaces: a scripted chat model and a loopback OpenAI-compatible server.
+
+Both answer with `default_reply`, which plays a teacher that writes label-specific text, so the whole
+pipeline runs offline in seconds and a student can actually learn from what it writes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import Field
+
+# Words a fake teacher uses for each label: distinct enough for a student to separate them.
+VOCAB = {
+    "positive": "wonderful delightful moving superb charming brilliant loved joyful",
+    "negative": "boring dull awful tedious messy painful hated clumsy",
+    "billing": "invoice charged refund payment card subscription price receipt",
+    "bug": "crash error broken freeze button fails exception glitch",
+    "other": "office hours hello partnership question careers visit feedback",
+}
+_FILLER = "the this a my our today really very again now".split()
+
+
+def label_text(label: str, seed: int) -> str:
+    rng = random.Random(f"{label}-{seed}")
+    words = VOCAB.get(label.lower(), f"{label} {label}ish {label}y").split()
+    picked = (
+        rng.sample(words, k=min(3, len(words))) + rng.sample(_FILLER, k=3) + [f"item{rng.randint(0, 10**6)}"]
+    )
+    rng.shuffle(picked)
+    return " ".join(picked)
+
+
+def default_reply(messages: list[tuple[str, str]], params: dict[str, Any]) -> str:
+    """What the fake teacher says: JSON when a schema is asked for, text otherwise."""
+    user = next((c for r, c in reversed(messages) if r == "user"), "")
+    fmt = params.get("response_format") or {}
+    schema = fmt.get("schema") or (fmt.get("json_schema") or {}).get("schema") or {}
+    props = schema.get("properties", {})
+    if "answer" in props:  # constrained choice
+        options = props["answer"]["enum"]
+        hit = next((o for o in options for w in VOCAB.get(o, "").split() if w in user.lower()), options[0])
+        return json.dumps({"answer": hit})
+    if "text" in props:  # generation: "Write a new {label} {kind}."
+        m = re.search(r"Write a new (.+?) [a-z][\w -]*\.", user)
+        label = m.group(1) if m else "other"
+        return json.dumps({"text": label_text(label, params.get("seed") or 0)})
+    if "task_type" in props:
+        return json.dumps({"task_type": "classification", "labels": []})
+    return "ok"
+
+
+class FakeChatModel(BaseChatModel):
+    """A LangChain chat model with scripted replies and a record of every request.
+
+    `enqueue(text)` queues exact replies; after the queue, `responder(messages, params)` answers.
+    """
+
+    responder: Callable[[list[tuple[str, str]], dict[str, Any]], str] = default_reply
+    queue: list[str] = Field(default_factory=list)
+    history: list[dict[str, Any]] = Field(default_factory=list)
+
+    def enqueue(self, *texts: str) -> None:
+        self.queue.extend(texts)
+
+    @property
+    def _llm_type(self) -> str:
+        return "fake"
+
+    def _generate(
+        self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
+        pairs = [
+            ({"system": "system", "human": "user", "ai": "assistant"}[m.type], str(m.content))
+            for m in messages
+        ]
+        self.history.append({"messages": pairs, "params": kwargs})
+        text = self.queue.pop(0) if self.queue else self.responder(pairs, kwargs)
+        msg = AIMessage(
+            content=text, usage_metadata={"input_tokens": 20, "output_tokens": 10, "total_tokens": 30}
+        )
+        return ChatResult(generations=[ChatGeneration(message=msg)])
+
+
+class FakeOpenAIServer:
+    """An OpenAI-compatible chat server on 127.0.0.1 (a free port) answering with `default_reply`.
+
+    `delay` slows every answer (for interrupt tests); `requests` counts chat requests.
+    """
+
+    def __init__(self, delay: float = 0.0) -> None:
+        outer = self
+        self.delay = delay
+        self.requests = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a: Any) -> None:
+                pass
+
+            def _send(self, code: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+            def do_POST(self) -> None:  # noqa: N802
+                import time
+
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                outer.requests += 1
+                if outer.delay:
+                    time.sleep(outer.delay)
+                pairs = [(m["role"], m["content"]) for m in body.get("messages", [])]
+                text = default_reply(pairs, body)
+                self._send(200, {
+                    "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body.get("model", "fake"),
+                    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                    "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30},
+                })  # fmt: skip
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeOpenAIServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

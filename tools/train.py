@@ -1,0 +1,269 @@
+"""Student trainers: a quick trial (MiniLM embeddings + logistic regression, seconds) and a fine-tune
+of all-MiniLM-L6-v2 as a sequence classifier (a plain loop you can read top to bottom).
+
+Both go behind one facade: `train_student(...)` returns the fitted student and its validation report;
+`load_student(path)` gives back something with `predict(texts) -> labels`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from p2m.errors import ConfigError
+from p2m.tools.embed import default_student_path, embed
+from p2m.tools.evaluate import classification_report
+from p2m.tools.types import EvalReport
+
+__all__ = [
+    "TrainConfig",
+    "QuickStudent",
+    "FinetunedStudent",
+    "train_quick",
+    "finetune",
+    "load_student",
+    "lr_at",
+]
+
+
+@dataclass
+class TrainConfig:
+    """Fine-tuning hyper-parameters, saved with every model.
+
+    Attributes:
+        epochs: passes over the training data; the best epoch by validation score is kept.
+        lr: peak learning rate (linear warm-up, then linear decay).
+        batch_size: examples per step.
+        max_length: tokens per input (longer inputs are cut).
+        warmup: fraction of steps spent warming up.
+        weight_decay: AdamW weight decay.
+        seed: for initialisation and shuffling.
+        threads: torch CPU threads (0 = all cores).
+    """
+
+    epochs: int = 6
+    lr: float = 8e-5
+    batch_size: int = 16
+    max_length: int = 96
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    seed: int = 0
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "max_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be ≥ 1, not {getattr(self, name)}")
+        if not 0 < self.lr < 1:
+            raise ConfigError(f"lr must be between 0 and 1, not {self.lr}")
+        if not 0 <= self.warmup < 1:
+            raise ConfigError(f"warmup must be in [0, 1), not {self.warmup}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def lr_at(step: int, total: int, peak: float, warmup: float) -> float:
+    """Linear warm-up to `peak`, then linear decay to 0 — a pure function of the step."""
+    warm = max(1, int(total * warmup))
+    if step < warm:
+        return peak * (step + 1) / warm
+    return peak * max(0.0, (total - step) / max(1, total - warm))
+
+
+class QuickStudent:
+    """Frozen MiniLM sentence embeddings + logistic regression."""
+
+    kind = "embedding-logreg"
+
+    def __init__(self, clf: Any, labels: list[str]) -> None:
+        self.clf, self.labels = clf, labels
+
+    def predict(self, texts: list[str]) -> list[str]:
+        return [str(x) for x in self.clf.predict(embed(texts))]
+
+    def save(self, folder: Path) -> None:
+        """The MiniLM folder itself plus the head as JSON (no pickle)."""
+        import shutil
+
+        shutil.copytree(default_student_path(), folder, dirs_exist_ok=True)
+        head = {
+            "kind": self.kind,
+            "labels": [str(c) for c in self.clf.classes_],
+            "coef": self.clf.coef_.tolist(),
+            "intercept": self.clf.intercept_.tolist(),
+        }
+        (folder / "p2m_head.json").write_text(json.dumps(head))
+
+
+class FinetunedStudent:
+    """all-MiniLM-L6-v2 fine-tuned as a transformers sequence classifier."""
+
+    kind = "sequence-classifier"
+
+    def __init__(self, model: Any, tokenizer: Any, max_length: int = 96) -> None:
+        self.model, self.tokenizer, self.max_length = model, tokenizer, max_length
+
+    def predict(self, texts: list[str], batch_size: int = 64) -> list[str]:
+        import torch
+
+        self.model.eval()
+        id2label = self.model.config.id2label
+        out: list[str] = []
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding per batch
+        preds: dict[int, str] = {}
+        with torch.inference_mode():
+            for s in range(0, len(order), batch_size):
+                idx = order[s : s + batch_size]
+                enc = self.tokenizer(
+                    [texts[i] for i in idx],
+                    truncation=True,
+                    max_length=self.max_length,
+                    padding=True,
+                    return_tensors="pt",
+                )
+                for i, p in zip(idx, self.model(**enc).logits.argmax(-1).tolist(), strict=True):
+                    preds[i] = id2label[p]
+        out = [preds[i] for i in range(len(texts))]
+        return out
+
+    def save(self, folder: Path) -> None:
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+
+
+class _HeadStudent(QuickStudent):
+    """A saved quick student: MiniLM + the JSON head."""
+
+    def __init__(self, folder: Path) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        head = json.loads((folder / "p2m_head.json").read_text())
+        self.labels = head["labels"]
+        self.coef, self.intercept = np.array(head["coef"]), np.array(head["intercept"])
+        self.encoder = SentenceTransformer(str(folder), device="cpu")
+
+    def predict(self, texts: list[str]) -> list[str]:
+        z = (
+            self.encoder.encode(list(texts), batch_size=64, normalize_embeddings=True) @ self.coef.T
+            + self.intercept
+        )
+        if z.shape[1] == 1:  # binary logistic regression keeps one column
+            return [self.labels[int(v > 0)] for v in z[:, 0]]
+        return [self.labels[int(i)] for i in z.argmax(1)]
+
+
+def load_student(folder: str | Path) -> QuickStudent | FinetunedStudent:
+    """The deployed student in `folder`, whichever kind it is."""
+    folder = Path(folder)
+    if (folder / "p2m_head.json").exists():
+        return _HeadStudent(folder)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    return FinetunedStudent(
+        AutoModelForSequenceClassification.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    )
+
+
+def train_quick(
+    train: list[tuple[str, str]], val: list[tuple[str, str]], labels: list[str]
+) -> tuple[QuickStudent, EvalReport, dict[str, Any]]:
+    """Logistic regression on frozen embeddings; C chosen on the validation set."""
+    from sklearn.linear_model import LogisticRegression
+
+    x_train, y_train = embed([x for x, _ in train]), [y for _, y in train]
+    x_val, y_val = embed([x for x, _ in val]), [y for _, y in val]
+    best = None
+    for c in (0.5, 2.0, 8.0):
+        clf = LogisticRegression(C=c, max_iter=3000).fit(x_train, y_train)
+        report = classification_report(y_val, list(clf.predict(x_val)), labels, [x for x, _ in val])
+        key = (report.score, report.scores.get("macro_f1", 0.0))
+        if best is None or key > best[0]:
+            best = (key, clf, report, c)
+    _, clf, report, c = best
+    return QuickStudent(clf, labels), report, {"C": c}
+
+
+def finetune(
+    train: list[tuple[str, str]],
+    val: list[tuple[str, str]],
+    labels: list[str],
+    config: TrainConfig,
+    base: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[FinetunedStudent, EvalReport, dict[str, Any]]:
+    """Fine-tune MiniLM (or `base`) as a sequence classifier, keeping the best epoch by validation."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    # seed, device, threads
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    base = str(base or default_student_path())
+    label2id = {label: i for i, label in enumerate(labels)}
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id
+    )
+    student = FinetunedStudent(model, tokenizer, config.max_length)
+    texts = [x for x, _ in train]
+    targets = torch.tensor([label2id[y] for _, y in train])
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    no_decay = [p for n, p in model.named_parameters() if "bias" in n or "LayerNorm" in n]
+    decay = [p for n, p in model.named_parameters() if not ("bias" in n or "LayerNorm" in n)]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+    )
+    best: tuple[tuple[float, float], dict[str, Any], EvalReport, int] | None = None
+    step, start = 0, time.perf_counter()
+    bar = tqdm(total=total, desc="fine-tune", unit="step", disable=not progress, leave=False)
+    for epoch in range(config.epochs):
+        model.train()
+        perm = rng.permutation(len(train))
+        for s in range(0, len(perm), config.batch_size):
+            idx = perm[s : s + config.batch_size]
+            enc = tokenizer(
+                [texts[i] for i in idx],
+                truncation=True,
+                max_length=config.max_length,
+                padding=True,
+                return_tensors="pt",
+            )
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total, config.lr, config.warmup)
+            loss = model(**enc, labels=targets[idx]).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+        # evaluate every epoch, keep the best
+        report = classification_report(
+            [y for _, y in val], student.predict([x for x, _ in val]), labels, [x for x, _ in val]
+        )
+        key = (report.score, report.scores.get("macro_f1", 0.0))
+        if best is None or key > best[0]:
+            best = (key, {k: v.detach().clone() for k, v in model.state_dict().items()}, report, epoch + 1)
+    bar.close()
+    _, state, report, best_epoch = best
+    model.load_state_dict(state)
+    return (
+        student,
+        report,
+        {**config.to_dict(), "best_epoch": best_epoch, "seconds": time.perf_counter() - start},
+    )
