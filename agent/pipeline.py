@@ -338,7 +338,13 @@ def run_pipeline(
         options = options or RunOptions()
         if not (prompt or "").strip():
             parse_task(prompt or "")  # raises the empty-prompt TaskError
+        if options.eval_file:
+            load_jsonl_pairs(options.eval_file)  # a bad file fails before a run is recorded
         run_id = new_run_id(prompt)
+        n = 1
+        while store.get_run(run_id):  # two runs started within the same second
+            n += 1
+            run_id = f"{new_run_id(prompt)}-{n}"
         folder = Path(options.out).expanduser() if options.out else runs_dir() / run_id
         ensure_writable(folder)
         store.create_run(run_id, prompt, options.to_dict(), str(folder.resolve()))

@@ -10,6 +10,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ class ResponseCache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, response TEXT NOT NULL,"
-            " created REAL DEFAULT (unixepoch('subsec')))"
+            " created REAL)"
         )
         self._db.commit()
 
@@ -47,8 +48,8 @@ class ResponseCache:
     def put(self, request: dict[str, Any], response: dict[str, Any]) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO responses (key, response) VALUES (?, ?)",
-                (request_key(request), json.dumps(response, ensure_ascii=False)),
+                "INSERT OR REPLACE INTO responses (key, response, created) VALUES (?, ?, ?)",
+                (request_key(request), json.dumps(response, ensure_ascii=False), time.time()),
             )
             self._db.commit()
 

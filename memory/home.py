@@ -18,9 +18,7 @@ def ensure_writable(path: Path) -> Path:
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
-        raise ConfigError(
-            f"cannot write to {path} ({e.strerror or e}); choose a writable folder (--home or P2M_HOME)"
-        ) from e
+        raise ConfigError(f"cannot write to {path} ({e.strerror or e}); choose a writable folder") from e
     return path
 
 

@@ -75,10 +75,8 @@ class RunStore:
         self._lock = threading.RLock()
 
     def _exec(self, sql: str, params: tuple | list = ()) -> sqlite3.Cursor:
-        with self._lock:
-            cur = self._db.execute(sql, params)
-            self._db.commit()
-            return cur
+        with self._lock, self._db:  # commits, or rolls back on any error
+            return self._db.execute(sql, params)
 
     def _rows(self, sql: str, params: tuple | list = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -163,7 +161,7 @@ class RunStore:
         """Insert example rows (keys: input, output, source, split, quality, kept, drop_reason, request_index)."""
         ids = []
         now = time.time()
-        with self._lock:
+        with self._lock, self._db:  # all rows or none
             for r in rows:
                 cur = self._db.execute(
                     "INSERT INTO examples (run_id, input, output, source, split, quality, kept, drop_reason,"
@@ -182,7 +180,6 @@ class RunStore:
                     ),
                 )
                 ids.append(cur.lastrowid)
-            self._db.commit()
         return ids
 
     def examples(
@@ -215,7 +212,7 @@ class RunStore:
 
     def update_examples(self, updates: list[dict[str, Any]]) -> None:
         """Apply {id, kept?, drop_reason?, split?, quality?} updates in one transaction."""
-        with self._lock:
+        with self._lock, self._db:
             for u in updates:
                 sets, params = [], []
                 for key in ("kept", "drop_reason", "split"):
@@ -229,7 +226,6 @@ class RunStore:
                     self._db.execute(
                         f"UPDATE examples SET {', '.join(sets)} WHERE id = ?", [*params, u["id"]]
                     )
-            self._db.commit()
 
     def drop_counts(self, run_id: str) -> dict[str, int]:
         rows = self._rows(

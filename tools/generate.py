@@ -66,8 +66,11 @@ class GenConfig:
             raise ConfigError(f"examples must be at least 2, not {self.examples}")
         if not 0 <= self.temperature <= 2:
             raise ConfigError(f"temperature must be between 0 and 2, not {self.temperature}")
-        if self.minutes < 0 or self.max_calls < 0 or self.block < 1:
-            raise ConfigError("minutes and max_calls must be ≥ 0 and block ≥ 1")
+        for name in ("minutes", "max_calls"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be ≥ 0, not {getattr(self, name)}")
+        if self.block < 1:
+            raise ConfigError(f"block must be ≥ 1, not {self.block}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -201,8 +204,8 @@ def generate_examples(
                     progress.update(1)
             index += 1
             if on_rows and len(batch) >= 8:
-                on_rows(batch)
-                batch = []
+                full, batch = batch, []
+                on_rows(full)
     finally:  # rows already answered are stored even when the run is interrupted
         if on_rows and batch:
             on_rows(batch)
@@ -324,6 +327,12 @@ def curate(
             }
         else:
             updates[r["id"]]["quality"] = quality
+    # Small runs: every label with two or more examples needs one in each split.
+    for label in spec.labels:
+        mine = [updates[live[i]["id"]] for i in np.where(alive & (labels == label))[0]]
+        for split, other in (("validation", "train"), ("train", "validation")):
+            if len(mine) >= 2 and not any(u["split"] == split for u in mine):
+                next(u for u in mine if u["split"] == other)["split"] = split
     report = {
         "kept": int(alive.sum()),
         "dropped": Counter(u["drop_reason"] for u in updates.values() if not u["kept"]),

