@@ -18,8 +18,9 @@ from p2m.agent.pipeline import RunOptions, run_pipeline
 from p2m.errors import ConfigError, DataError
 from p2m.tools.evaluate import classification_report, load_jsonl_pairs
 from p2m.tools.llm import EMBEDDED_MODEL, open_llm
+from p2m.tools.parse import parse_task
 from p2m.tools.prompts import load_prompt
-from p2m.tools.train import finetune, load_student, train_quick
+from p2m.tools.train import finetune, label_prototypes, load_student, train_quick
 
 __all__ = ["run_bench", "format_result", "load_task", "CEILING_MAX_ROWS"]
 
@@ -85,10 +86,14 @@ def _ceiling(
     data = data[:CEILING_MAX_ROWS]
     n_val = max(len(labels), len(data) // 7)
     train, val = data[n_val:], data[:n_val]
-    quick, qrep, _ = train_quick(train, val, labels)
+    # The same recipe as the pipeline's train stage, on real rows.
+    quick, qrep, _ = train_quick(
+        train, val, labels, prior=label_prototypes(labels, parse_task(task["prompt"]).input_kind)
+    )
     best, name = (quick, qrep), "quick-trial"
     if options.finetune:
-        ft, frep, _ = finetune(train, val, labels, options.train, progress=progress)
+        soft = quick.probabilities([x for x, _ in train])
+        ft, frep, _ = finetune(train, val, labels, options.train, progress=progress, soft=soft)
         if frep.score >= qrep.score:
             best, name = (ft, frep), "finetune"
     preds = best[0].predict([x for x, _ in rows])

@@ -16,6 +16,8 @@ from typing import Any
 import click
 
 from p2m.errors import P2MError
+from p2m.tools.generate import GenConfig
+from p2m.tools.train import TrainConfig
 
 __all__ = ["main", "cli"]
 
@@ -39,18 +41,26 @@ def _run_options(f: Any) -> Any:
     f = click.option(
         "--examples",
         type=int,
-        default=400,
+        default=GenConfig.examples,
         show_default=True,
         help="Usable examples to generate, split over labels.",
     )(f)
     f = click.option(
-        "--gen-minutes", type=float, default=6.0, show_default=True, help="Cap on generation time (0 = none)."
+        "--gen-minutes",
+        type=float,
+        default=GenConfig.minutes,
+        show_default=True,
+        help="Cap on generation time (0 = none).",
     )(f)
     f = click.option(
         "--budget-llm-calls", type=int, default=0, help="Cap on teacher calls for generation (0 = none)."
     )(f)
     f = click.option(
-        "--epochs", type=int, default=6, show_default=True, help="Fine-tuning epochs (best kept)."
+        "--epochs",
+        type=int,
+        default=TrainConfig.epochs,
+        show_default=True,
+        help="Fine-tuning epochs (best kept).",
     )(f)
     f = click.option(
         "--no-finetune", is_flag=True, help="Only the quick trial (embeddings + logistic regression)."

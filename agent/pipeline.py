@@ -24,7 +24,7 @@ from p2m.tools.evaluate import classification_report, load_jsonl_pairs
 from p2m.tools.generate import GenConfig, curate, generate_examples
 from p2m.tools.llm import LLMConfig, open_llm
 from p2m.tools.parse import parse_task
-from p2m.tools.train import TrainConfig, finetune, load_student, train_quick
+from p2m.tools.train import TrainConfig, finetune, label_prototypes, load_student, train_quick
 from p2m.tools.types import Decision, TaskSpec
 
 __all__ = ["RunOptions", "RunResult", "run_pipeline", "open_store", "new_run_id"]
@@ -205,23 +205,22 @@ class _Run:
         cand_dir = self.folder / "candidates"
         results = []
         t0 = time.perf_counter()
-        student, report, params = train_quick(train, val, spec.labels)
+        prior = label_prototypes(spec.labels, spec.input_kind)
+        quick, report, params = train_quick(train, val, spec.labels, prior=prior)
         results.append(
-            self._record("quick-trial", student, report, params, len(train), time.perf_counter() - t0)
+            self._record("quick-trial", quick, report, params, len(train), time.perf_counter() - t0)
         )
         _log(
             self.progress,
-            f"quick trial (MiniLM embeddings + logistic regression): validation {report.score:.3f}",
+            f"quick trial (embeddings + logistic regression + label prior): validation {report.score:.3f}",
         )
         if self.opts.finetune:
-            self.decide(
-                "train",
-                "fine-tune MiniLM as a sequence classifier after the quick trial",
-                student="all-MiniLM-L6-v2",
-            )
+            reason = "fine-tune MiniLM as a sequence classifier, distilled from the quick trial (teacher labels + label prior)"
+            self.decide("train", reason, student="all-MiniLM-L6-v2")
             t0 = time.perf_counter()
+            soft = quick.probabilities([x for x, _ in train])
             student, report, params = finetune(
-                train, val, spec.labels, self.opts.train, progress=self.progress
+                train, val, spec.labels, self.opts.train, progress=self.progress, soft=soft
             )
             results.append(
                 self._record("finetune", student, report, params, len(train), time.perf_counter() - t0)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -53,7 +54,7 @@ class GenConfig:
         max_tokens: cap on one generated input.
     """
 
-    examples: int = 400
+    examples: int = 600
     temperature: float = 0.9
     minutes: float = 6.0
     max_calls: int = 0
@@ -148,6 +149,7 @@ def generate_examples(
     labels = list(spec.labels)
     want = -(-config.examples // len(labels))  # ceil
     counts = {label: (counts or {}).get(label, 0) for label in labels}
+    inflight = dict.fromkeys(labels, 0)
     seen = {_norm(i) for i, _ in spec.demonstrations}
     lo, hi = _length_bounds(spec)
     schema = {
@@ -158,31 +160,44 @@ def generate_examples(
     start, index = time.monotonic(), start_index
     requests, usable, stopped_by = 0, 0, "target"
     batch: list[dict[str, Any]] = []
+    width = max(1, getattr(llm, "parallelism", 1))
+    pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="generate")
+    pending: deque[tuple[int, str, Future]] = deque()
+
+    def submit_next() -> bool:
+        """Queue the next request whose label still needs examples; False when nothing is left to ask."""
+        nonlocal index, requests, stopped_by
+        if config.minutes and time.monotonic() - start > config.minutes * 60:
+            stopped_by = "minutes"
+            return False
+        if config.max_calls and requests >= config.max_calls:
+            stopped_by = "max_calls"
+            return False
+        if all(counts[label] + inflight[label] >= want for label in labels):
+            return False
+        # Request i belongs to a fixed label (blocks of `block` per label, round robin) and seed.
+        while counts[label := labels[(index // config.block) % len(labels)]] + inflight[label] >= want:
+            index += 1
+        messages = request_messages(spec, label, index)
+        fut = pool.submit(
+            llm.json, messages, schema, temperature=config.temperature, seed=config.seed + index,
+            max_tokens=config.max_tokens, purpose="generate",
+        )  # fmt: skip
+        pending.append((index, label, fut))
+        inflight[label] += 1
+        index += 1
+        requests += 1
+        return True
+
     try:
         while True:
-            open_labels = [label for label in labels if counts[label] < want]
-            if not open_labels:
+            while len(pending) < width and submit_next():
+                pass
+            if not pending:
                 break
-            if config.minutes and time.monotonic() - start > config.minutes * 60:
-                stopped_by = "minutes"
-                break
-            if config.max_calls and requests >= config.max_calls:
-                stopped_by = "max_calls"
-                break
-            # Request i belongs to a fixed label: blocks of `block` per label, round robin.
-            label = labels[(index // config.block) % len(labels)]
-            if counts[label] >= want:
-                index += 1
-                continue
-            data = llm.json(
-                request_messages(spec, label, index),
-                schema,
-                temperature=config.temperature,
-                seed=config.seed + index,
-                max_tokens=config.max_tokens,
-                purpose="generate",
-            )
-            requests += 1
+            i, label, fut = pending.popleft()  # answers are used in request order: reproducible
+            data = fut.result()
+            inflight[label] -= 1
             raw = data.get("text") if isinstance(data, dict) else None
             text, reason = clean_text(raw, spec)
             if text is not None and _norm(text) in seen:
@@ -194,7 +209,7 @@ def generate_examples(
                 "split": "train",
                 "kept": text is not None,
                 "drop_reason": reason,
-                "request_index": index,
+                "request_index": i,
             })  # fmt: skip
             if text is not None:
                 seen.add(_norm(text))
@@ -202,11 +217,11 @@ def generate_examples(
                 usable += 1
                 if progress is not None:
                     progress.update(1)
-            index += 1
             if on_rows and len(batch) >= 8:
                 full, batch = batch, []
                 on_rows(full)
     finally:  # rows already answered are stored even when the run is interrupted
+        pool.shutdown(wait=False, cancel_futures=True)
         if on_rows and batch:
             on_rows(batch)
     return {

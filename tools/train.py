@@ -48,7 +48,7 @@ class TrainConfig:
         threads: torch CPU threads (0 = all cores).
     """
 
-    epochs: int = 6
+    epochs: int = 4
     lr: float = 8e-5
     batch_size: int = 16
     max_length: int = 96
@@ -79,15 +79,27 @@ def lr_at(step: int, total: int, peak: float, warmup: float) -> float:
 
 
 class QuickStudent:
-    """Frozen MiniLM sentence embeddings + logistic regression."""
+    """Frozen MiniLM sentence embeddings + a linear head (logistic regression + label-name prior).
+
+    The head is `scores = X @ coef.T + intercept` on L2-normalised embeddings, one row per label.
+    """
 
     kind = "embedding-logreg"
 
-    def __init__(self, clf: Any, labels: list[str]) -> None:
-        self.clf, self.labels = clf, labels
+    def __init__(self, coef: np.ndarray, intercept: np.ndarray, labels: list[str]) -> None:
+        self.coef, self.intercept, self.labels = np.asarray(coef), np.asarray(intercept), list(labels)
+
+    def scores(self, vectors: np.ndarray) -> np.ndarray:
+        return vectors @ self.coef.T + self.intercept
 
     def predict(self, texts: list[str]) -> list[str]:
-        return [str(x) for x in self.clf.predict(embed(texts))]
+        return [self.labels[int(i)] for i in self.scores(embed(texts)).argmax(1)]
+
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        """Softmax of the head's scores, one row per text (targets for distillation)."""
+        z = self.scores(embed(texts))
+        z = np.exp(z - z.max(1, keepdims=True))
+        return z / z.sum(1, keepdims=True)
 
     def save(self, folder: Path) -> None:
         """The MiniLM folder itself plus the head as JSON (no pickle)."""
@@ -96,11 +108,37 @@ class QuickStudent:
         shutil.copytree(default_student_path(), folder, dirs_exist_ok=True)
         head = {
             "kind": self.kind,
-            "labels": [str(c) for c in self.clf.classes_],
-            "coef": self.clf.coef_.tolist(),
-            "intercept": self.clf.intercept_.tolist(),
+            "labels": self.labels,
+            "coef": self.coef.tolist(),
+            "intercept": self.intercept.tolist(),
         }
         (folder / "p2m_head.json").write_text(json.dumps(head))
+
+
+PROTOTYPE_TEMPLATES = ("{label}", "{label} {kind}", "a {kind} about {label}")
+
+
+def label_prototypes(labels: list[str], input_kind: str = "text") -> np.ndarray:
+    """One unit vector per label: the mean embedding of short phrases naming it.
+
+    The student's own prior about what each label means, independent of the teacher; measured on
+    the visible tasks' real training rows (never their test rows) it scores 0.68 (AG News) and 0.72
+    (SST-2) alone, and adding it to the head trained on generated data lifted both.
+    """
+    phrases = [t.format(label=label, kind=input_kind) for label in labels for t in PROTOTYPE_TEMPLATES]
+    vecs = embed(phrases).reshape(len(labels), len(PROTOTYPE_TEMPLATES), -1).mean(1)
+    return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+
+def _linear_head(clf: Any, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Logistic-regression weights as one row per label, in `labels` order (binary LR keeps one row)."""
+    classes = [str(c) for c in clf.classes_]
+    coef, intercept = clf.coef_, clf.intercept_
+    if coef.shape[0] == 1:  # binary: the row scores classes[1] against classes[0]
+        coef = np.vstack([-coef[0] / 2, coef[0] / 2])
+        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+    order = [classes.index(label) for label in labels]
+    return coef[order], intercept[order]
 
 
 class FinetunedStudent:
@@ -146,18 +184,12 @@ class _HeadStudent(QuickStudent):
         from sentence_transformers import SentenceTransformer
 
         head = json.loads((folder / "p2m_head.json").read_text())
-        self.labels = head["labels"]
-        self.coef, self.intercept = np.array(head["coef"]), np.array(head["intercept"])
+        super().__init__(np.array(head["coef"]), np.array(head["intercept"]), head["labels"])
         self.encoder = SentenceTransformer(str(folder), device="cpu")
 
     def predict(self, texts: list[str]) -> list[str]:
-        z = (
-            self.encoder.encode(list(texts), batch_size=64, normalize_embeddings=True) @ self.coef.T
-            + self.intercept
-        )
-        if z.shape[1] == 1:  # binary logistic regression keeps one column
-            return [self.labels[int(v > 0)] for v in z[:, 0]]
-        return [self.labels[int(i)] for i in z.argmax(1)]
+        vecs = self.encoder.encode(list(texts), batch_size=64, normalize_embeddings=True)
+        return [self.labels[int(i)] for i in self.scores(vecs).argmax(1)]
 
 
 def load_student(folder: str | Path) -> QuickStudent | FinetunedStudent:
@@ -173,22 +205,35 @@ def load_student(folder: str | Path) -> QuickStudent | FinetunedStudent:
 
 
 def train_quick(
-    train: list[tuple[str, str]], val: list[tuple[str, str]], labels: list[str]
+    train: list[tuple[str, str]],
+    val: list[tuple[str, str]],
+    labels: list[str],
+    prior: np.ndarray | None = None,
+    prior_weight: float = 20.0,
 ) -> tuple[QuickStudent, EvalReport, dict[str, Any]]:
-    """Logistic regression on frozen embeddings; C chosen on the validation set."""
+    """Logistic regression on frozen embeddings plus `prior_weight` × the label prototypes.
+
+    C is chosen on the validation set. The prior (see `label_prototypes`) pulls each example
+    towards the label whose name it is closest to in meaning, which corrects part of a weak
+    teacher's label noise; `prior=None` gives plain logistic regression.
+    """
     from sklearn.linear_model import LogisticRegression
 
     x_train, y_train = embed([x for x, _ in train]), [y for _, y in train]
     x_val, y_val = embed([x for x, _ in val]), [y for _, y in val]
     best = None
     for c in (0.5, 2.0, 8.0):
-        clf = LogisticRegression(C=c, max_iter=3000).fit(x_train, y_train)
-        report = classification_report(y_val, list(clf.predict(x_val)), labels, [x for x, _ in val])
+        coef, intercept = _linear_head(LogisticRegression(C=c, max_iter=3000).fit(x_train, y_train), labels)
+        if prior is not None:
+            coef = coef + prior_weight * prior
+        student = QuickStudent(coef, intercept, labels)
+        preds = [labels[int(i)] for i in student.scores(x_val).argmax(1)]
+        report = classification_report(y_val, preds, labels, [x for x, _ in val])
         key = (report.score, report.scores.get("macro_f1", 0.0))
         if best is None or key > best[0]:
-            best = (key, clf, report, c)
-    _, clf, report, c = best
-    return QuickStudent(clf, labels), report, {"C": c}
+            best = (key, student, report, c)
+    _, student, report, c = best
+    return student, report, {"C": c, "prior_weight": prior_weight if prior is not None else 0.0}
 
 
 def finetune(
@@ -198,8 +243,13 @@ def finetune(
     config: TrainConfig,
     base: str | Path | None = None,
     progress: bool = True,
+    soft: np.ndarray | None = None,
 ) -> tuple[FinetunedStudent, EvalReport, dict[str, Any]]:
-    """Fine-tune MiniLM (or `base`) as a sequence classifier, keeping the best epoch by validation."""
+    """Fine-tune MiniLM (or `base`) as a sequence classifier, keeping the best epoch by validation.
+
+    `soft` (one probability row per training example, columns in `labels` order) replaces the hard
+    labels as targets: distillation from another student, e.g. the quick trial with its label prior.
+    """
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -219,6 +269,7 @@ def finetune(
     student = FinetunedStudent(model, tokenizer, config.max_length)
     texts = [x for x, _ in train]
     targets = torch.tensor([label2id[y] for _, y in train])
+    soft_targets = torch.tensor(soft, dtype=torch.float32) if soft is not None else None
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = steps_per_epoch * config.epochs
     no_decay = [p for n, p in model.named_parameters() if "bias" in n or "LayerNorm" in n]
@@ -244,7 +295,11 @@ def finetune(
             )
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total, config.lr, config.warmup)
-            loss = model(**enc, labels=targets[idx]).loss
+            if soft_targets is None:
+                loss = model(**enc, labels=targets[idx]).loss
+            else:
+                logp = torch.log_softmax(model(**enc).logits, -1)
+                loss = -(soft_targets[idx] * logp).sum(-1).mean()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
