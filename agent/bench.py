@@ -8,6 +8,7 @@ exists, the same student trained on that real data (the ceiling).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
@@ -57,7 +58,8 @@ def _teacher_zero_shot(
     labels = task["labels"]
     template = load_prompt("teacher_zero_shot")
     preds = []
-    with open_llm(options.llm) as llm:  # no cache: the time per example must be real
+    # One server with every core, no cache: the teacher as a user would run it, its time per example real.
+    with open_llm(dataclasses.replace(options.llm, concurrency=1)) as llm:
         start = time.perf_counter()
         for x, _ in tqdm(rows, desc="teacher zero-shot", disable=not progress, leave=False):
             msg = template.format(prompt=task["prompt"], input=x)
