@@ -60,6 +60,9 @@ def _teacher_zero_shot(
     preds = []
     # One server with every core, no cache: the teacher as a user would run it, its time per example real.
     with open_llm(dataclasses.replace(options.llm, concurrency=1)) as llm:
+        llm.choose(
+            [("user", template.format(prompt=task["prompt"], input=rows[0][0]))], labels, purpose="warm-up"
+        )
         start = time.perf_counter()
         for x, _ in tqdm(rows, desc="teacher zero-shot", disable=not progress, leave=False):
             msg = template.format(prompt=task["prompt"], input=x)
@@ -126,6 +129,7 @@ def run_bench(
     res = run_pipeline(task["prompt"], options, progress=progress)
     pipeline_seconds = time.perf_counter() - start
     student = load_student(res.folder / "model")
+    student.predict([x for x, _ in rows[:8]])  # warm-up, not timed (the teacher gets one too)
     t0 = time.perf_counter()
     preds = student.predict([x for x, _ in rows])
     student_ms = 1000 * (time.perf_counter() - t0) / len(rows)

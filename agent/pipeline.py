@@ -29,8 +29,6 @@ from p2m.tools.types import Decision, TaskSpec
 
 __all__ = ["RunOptions", "RunResult", "run_pipeline", "open_store", "new_run_id"]
 
-STAGES = ("parse", "generate", "curate", "train", "deploy")
-
 
 @dataclass
 class RunOptions:

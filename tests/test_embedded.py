@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -42,6 +45,31 @@ def test_server_starts_answers_with_schema_and_stops(tmp_path):
         assert llm.ledger.calls == 2 and llm.ledger.completion_tokens > 0
     assert not _port_open(port), "the server must be stopped when the context ends"
     server.stop()  # stopping a server that never started is harmless
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "\nState:\tZ" not in f.read()  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux-only")
+def test_server_does_not_outlive_a_killed_p2m():
+    code = (
+        "import time; from p2m.tools.llm import EmbeddedServer; s = EmbeddedServer(); s.start();"
+        " print(s.proc.pid, flush=True); time.sleep(120)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    server_pid = int(parent.stdout.readline())
+    assert _alive(server_pid)
+    parent.kill()  # SIGKILL: no atexit, no finally
+    parent.wait()
+    deadline = time.monotonic() + 15
+    while _alive(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(server_pid), "the llama.cpp server outlived p2m"
 
 
 def test_tiny_end_to_end_run_with_the_real_teacher():

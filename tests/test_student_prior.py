@@ -54,13 +54,17 @@ def test_prior_changes_the_head_and_survives_save_and_load(tmp_path):
 def test_prior_alone_classifies_when_the_teacher_labels_are_noise():
     # every generated label is flipped: logistic regression learns the flip, a strong prior resists it
     flipped = [(x, "negative" if y == "positive" else "positive") for x, y in TRAIN]
-    student, _, _ = train_quick(flipped, flipped[:2], LABELS, prior=label_prototypes(LABELS), prior_weight=200)
+    student, _, _ = train_quick(
+        flipped, flipped[:2], LABELS, prior=label_prototypes(LABELS), prior_weight=200
+    )
     assert student.predict(["a wonderful, delightful film"]) == ["positive"]
 
 
 def test_finetune_learns_from_soft_targets():
     soft = np.array([[1.0, 0.0] if y == "positive" else [0.0, 1.0] for _, y in TRAIN])
-    student, report, params = finetune(TRAIN, TRAIN, LABELS, TrainConfig(epochs=3, lr=1e-4), progress=False, soft=soft)
+    student, report, params = finetune(
+        TRAIN, TRAIN, LABELS, TrainConfig(epochs=3, lr=1e-4), progress=False, soft=soft
+    )
     assert params["best_epoch"] >= 1
     assert report.score >= 0.75
 

@@ -58,6 +58,17 @@ def gguf_path() -> Path:
     return found[0]
 
 
+def _die_with_parent() -> None:
+    """In the server's process (Linux): get SIGTERM when p2m dies, even by SIGKILL, so no server is orphaned."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -101,6 +112,7 @@ class EmbeddedServer:
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         atexit.register(self.stop)
