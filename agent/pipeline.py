@@ -122,7 +122,9 @@ class _Run:
         if found:
             return TaskSpec.from_dict(found[1])
         self.store.set_stage(self.run_id, "parse")
-        spec = parse_task(self.prompt, self.llm)
+        spec = parse_task(self.prompt)  # deterministic first: a prompt with no task fails before the teacher starts
+        if spec.task_type != "classification" or len(spec.labels) < 2:
+            spec = parse_task(self.prompt, self.llm)  # the teacher's reading fills the gaps
         if spec.task_type != "classification":
             raise TaskError(
                 f"this looks like a {spec.task_type} task; this version of p2m builds classifiers. Name the labels"
