@@ -122,7 +122,8 @@ class _Run:
         if found:
             return TaskSpec.from_dict(found[1])
         self.store.set_stage(self.run_id, "parse")
-        spec = parse_task(self.prompt)  # deterministic first: a prompt with no task fails before the teacher starts
+        # Deterministic first: a prompt with no task fails before the teacher starts.
+        spec = parse_task(self.prompt)
         if spec.task_type != "classification" or len(spec.labels) < 2:
             spec = parse_task(self.prompt, self.llm)  # the teacher's reading fills the gaps
         if spec.task_type != "classification":

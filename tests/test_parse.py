@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ import pytest
 from p2m.errors import TaskError
 from p2m.tools.parse import find_label_lists, parse_task, split_demonstrations
 
-BENCH = Path("/work/shared/bench-data")
+# ../shared beside the checkout (as in CI); P2M_SHARED overrides it
+BENCH = Path(os.environ.get("P2M_SHARED") or Path(__file__).resolve().parents[2] / "shared") / "bench-data"
 needs_bench = pytest.mark.skipif(not BENCH.is_dir(), reason="bench data not present")
 
 

@@ -44,9 +44,10 @@ def test_prior_changes_the_head_and_survives_save_and_load(tmp_path):
     assert with_prior.coef.shape == (2, 384)  # binary LR is stored as one row per label
     assert not np.allclose(plain.coef, with_prior.coef)
     with_prior.save(tmp_path / "m")
-    loaded = load_student(tmp_path / "m")
+    loaded = load_student(tmp_path / "m", fast=False)  # float32: the same numbers as in training
     texts = ["what a lovely film", "a dreadful waste of time"]
     assert loaded.predict(texts) == with_prior.predict(texts)
+    assert set(load_student(tmp_path / "m").predict(texts)) <= set(LABELS)  # int8 for CPU inference
     probs = with_prior.probabilities(texts)
     assert np.allclose(probs.sum(1), 1.0)
 

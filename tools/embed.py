@@ -29,7 +29,9 @@ def embedder(path: str | None = None) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(path or default_student_path()), device="cpu")
+    model = SentenceTransformer(str(path or default_student_path()), device="cpu")
+    model.max_seq_length = 128  # what all-MiniLM-L6-v2 was trained on; the students use the same
+    return model
 
 
 def embed(texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
