@@ -48,6 +48,10 @@ def test_prior_changes_the_head_and_survives_save_and_load(tmp_path):
     texts = ["what a lovely film", "a dreadful waste of time"]
     assert loaded.predict(texts) == with_prior.predict(texts)
     assert set(load_student(tmp_path / "m").predict(texts)) <= set(LABELS)  # int8 for CPU inference
+    from transformers import pipeline
+
+    clf = pipeline("text-classification", model=str(tmp_path / "m"), trust_remote_code=True)
+    assert [r["label"] for r in clf(texts)] == with_prior.predict(texts)
     probs = with_prior.probabilities(texts)
     assert np.allclose(probs.sum(1), 1.0)
 

@@ -41,9 +41,10 @@ def model_card(spec: TaskSpec, report: dict[str, Any], teacher: str) -> str:
         )
     else:
         usage = (
-            "The model is all-MiniLM-L6-v2 embeddings (sentence-transformers) with a logistic-regression head\n"
-            "in `model/p2m_head.json`:\n\n```python\nfrom p2m.tools.train import load_student\n"
-            'load_student("model").predict(["your text"])\n```'
+            "The model is all-MiniLM-L6-v2 with mean pooling and a linear head (logistic regression on the\n"
+            "embeddings plus a label-name prior; the head is also in `model/p2m_head.json`). Its class ships in\n"
+            "`model/hf_head.py`:\n\n```python\nfrom transformers import pipeline\n"
+            'clf = pipeline("text-classification", model="model", trust_remote_code=True)\nclf("your text")\n```'
         )
     user = report.get("user_eval")
     user_md = (

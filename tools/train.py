@@ -102,10 +102,31 @@ class QuickStudent:
         return z / z.sum(1, keepdims=True)
 
     def save(self, folder: Path) -> None:
-        """The MiniLM folder itself plus the head as JSON (no pickle)."""
-        import shutil
+        """A transformers model folder: MiniLM + mean pooling + this head (`hf_head.MeanPoolClassifier`).
 
-        shutil.copytree(default_student_path(), folder, dirs_exist_ok=True)
+        It loads with `pipeline("text-classification", model=folder, trust_remote_code=True)`;
+        `p2m_head.json` keeps the head in plain JSON too.
+        """
+        import torch
+        from transformers import AutoConfig, AutoTokenizer
+
+        from p2m.tools.hf_head import MeanPoolClassifier
+
+        base = default_student_path()
+        config = AutoConfig.from_pretrained(
+            base, num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),
+            label2id={label: i for i, label in enumerate(self.labels)},
+        )  # fmt: skip
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # the base checkpoint has no classifier yet: expected
+        model = MeanPoolClassifier.from_pretrained(base, config=config)
+        with torch.no_grad():
+            model.classifier.weight.copy_(torch.tensor(self.coef, dtype=torch.float32))
+            model.classifier.bias.copy_(torch.tensor(self.intercept, dtype=torch.float32))
+        MeanPoolClassifier.register_for_auto_class("AutoModelForSequenceClassification")
+        model.save_pretrained(folder)
+        AutoTokenizer.from_pretrained(base).save_pretrained(folder)
         head = {
             "kind": self.kind,
             "labels": self.labels,
@@ -168,30 +189,10 @@ class FinetunedStudent:
         self.tokenizer.save_pretrained(folder)
 
 
-class _HeadStudent(QuickStudent):
-    """A saved quick student: MiniLM (mean pooling, as sentence-transformers does) + the JSON head."""
+class _HeadStudent(FinetunedStudent):
+    """A saved quick student, loaded as its transformers model (mean-pooled MiniLM + linear head)."""
 
-    def __init__(self, folder: Path, fast: bool = True) -> None:
-        from transformers import AutoModel, AutoTokenizer
-
-        head = json.loads((folder / "p2m_head.json").read_text())
-        super().__init__(np.array(head["coef"]), np.array(head["intercept"]), head["labels"])
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModel.from_pretrained(folder).eval()
-        self.model = quantize_for_cpu(model) if fast else model
-
-    def predict(self, texts: list[str], batch_size: int = 64) -> list[str]:
-        import torch
-
-        vecs = np.zeros((len(texts), self.coef.shape[1]), dtype=np.float32)
-        with torch.inference_mode():
-            for idx in _length_batches(texts, batch_size):
-                enc = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=MAX_TOKENS,
-                                     padding=True, return_tensors="pt")  # fmt: skip
-                mask = enc["attention_mask"].unsqueeze(-1).float()
-                pooled = (self.model(**enc).last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                vecs[idx] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
-        return [self.labels[int(i)] for i in self.scores(vecs).argmax(1)]
+    kind = "embedding-logreg"
 
 
 MAX_TOKENS = 128  # all-MiniLM-L6-v2 was trained on 128-token inputs; embeddings and students use the same
@@ -221,10 +222,15 @@ def quantize_for_cpu(model: Any) -> Any:
 def load_student(folder: str | Path, fast: bool = True) -> QuickStudent | FinetunedStudent:
     """The deployed student in `folder`, whichever kind it is; `fast` quantizes it for CPU inference."""
     folder = Path(folder)
-    if (folder / "p2m_head.json").exists():
-        return _HeadStudent(folder, fast)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    if (folder / "p2m_head.json").exists():
+        from p2m.tools.hf_head import MeanPoolClassifier  # our own copy of the class, no remote code
+
+        model = MeanPoolClassifier.from_pretrained(folder).eval()
+        return _HeadStudent(
+            quantize_for_cpu(model) if fast else model, AutoTokenizer.from_pretrained(folder), MAX_TOKENS
+        )
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     return FinetunedStudent(
         quantize_for_cpu(model) if fast else model, AutoTokenizer.from_pretrained(folder), MAX_TOKENS
