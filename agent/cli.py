@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from p2m.errors import P2MError
+from p2m.errors import P2MError, RunInterrupted
 from p2m.tools.generate import GenConfig
 from p2m.tools.train import TrainConfig
 
@@ -272,10 +272,14 @@ def bench(task_dir: str, out_file: str, limit: int, target: float | None, no_cei
     click.echo(format_result(result))
 
 
+def _sigterm_as_ctrl_c(signum: int, frame: Any) -> None:
+    """SIGTERM behaves like Ctrl-C: the run is marked interrupted and the teacher server stopped."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one readable line for expected failures, exit 130 on Ctrl-C."""
-    # SIGTERM behaves like Ctrl-C: the run is marked interrupted and the teacher server stopped.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)
     try:
         cli.main(args=argv, standalone_mode=False)
     except click.exceptions.Abort:
@@ -286,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except P2MError as e:
         click.echo(f"Error: {e}", err=True)
-        sys.exit(130 if type(e).__name__ == "RunInterrupted" else 1)
+        sys.exit(130 if isinstance(e, RunInterrupted) else 1)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
