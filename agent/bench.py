@@ -156,7 +156,7 @@ def run_bench(
             "seconds": round(pipeline_seconds, 1),
             "examples_generated": gen.get("usable", 0),
             "examples_kept": cur["kept"],
-            "examples_retrieved": 0,
+            "examples_retrieved": report["data"].get("retrieval", {}).get("rows", 0),
             "llm_calls": report["cost"]["calls"],
             "llm_tokens": report["cost"]["prompt_tokens"] + report["cost"]["completion_tokens"],
             "kept_per_second": gen.get("kept_per_second"),

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from p2m.agent.cli_search import register as register_search_commands
 from p2m.errors import P2MError, RunInterrupted
 from p2m.tools.generate import GenConfig
 from p2m.tools.train import TrainConfig
@@ -66,6 +67,15 @@ def _run_options(f: Any) -> Any:
         "--no-finetune", is_flag=True, help="Only the quick trial (embeddings + logistic regression)."
     )(f)
     f = click.option("--seed", type=int, default=0, show_default=True)(f)
+    f = click.option("--no-retrieve", is_flag=True, help="Do not search the index for labelled data.")(f)
+    f = click.option(
+        "--retrieve-max", type=int, default=1000, show_default=True, help="At most N retrieved rows."
+    )(f)
+    f = click.option(
+        "--chroma-url",
+        metavar="URL",
+        help="Search a Chroma server instead of P2M_HOME/index. Env: P2M_CHROMA_URL.",
+    )(f)
     return f
 
 
@@ -87,6 +97,9 @@ def _options(kw: dict[str, Any], eval_file: str | None = None, out: str | None =
         finetune=not kw["no_finetune"],
         eval_file=eval_file,
         out=out,
+        retrieve=not kw["no_retrieve"],
+        retrieve_max=kw["retrieve_max"],
+        chroma_url=kw["chroma_url"] or os.environ.get("P2M_CHROMA_URL"),
     )
 
 
@@ -270,6 +283,9 @@ def bench(task_dir: str, out_file: str, limit: int, target: float | None, no_cei
     result = run_bench(task_dir, out_file, _options(kw), limit=limit, target=target, ceiling=not no_ceiling,
                        progress=not quiet)  # fmt: skip
     click.echo(format_result(result))
+
+
+register_search_commands(cli)
 
 
 def _sigterm_as_ctrl_c(signum: int, frame: Any) -> None:

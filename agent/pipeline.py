@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from p2m.errors import ConfigError, TaskError
+from p2m.errors import ConfigError, P2MError, TaskError
 from p2m.memory import ResponseCache, RunStore, home_dir, runs_dir
 from p2m.memory.home import ensure_writable
 from p2m.tools import deploy
@@ -40,11 +40,21 @@ class RunOptions:
     finetune: bool = True
     eval_file: str | None = None
     out: str | None = None
+    retrieve: bool = True  # search the index for labelled data that fits, and train on it too
+    retrieve_max: int = 1000  # at most this many retrieved rows, balanced over labels
+    retrieve_candidates: int = 3  # how many top search results to try loading
+    chroma_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.retrieve_max < 0 or self.retrieve_candidates < 0:
+            raise ConfigError("retrieve_max and retrieve_candidates must be ≥ 0")
 
     def to_dict(self) -> dict[str, Any]:
         llm = {k: v for k, v in vars(self.llm).items() if k != "api_key"}  # never store keys
         return {"llm": llm, "gen": self.gen.to_dict(), "train": self.train.to_dict(), "finetune": self.finetune,
-                "eval_file": self.eval_file, "out": self.out}  # fmt: skip
+                "eval_file": self.eval_file, "out": self.out, "retrieve": self.retrieve,
+                "retrieve_max": self.retrieve_max, "retrieve_candidates": self.retrieve_candidates,
+                "chroma_url": self.chroma_url}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], api_key: str | None = None) -> RunOptions:
@@ -55,6 +65,10 @@ class RunOptions:
             finetune=d["finetune"],
             eval_file=d.get("eval_file"),
             out=d.get("out"),
+            retrieve=d.get("retrieve", False),
+            retrieve_max=d.get("retrieve_max", 1000),
+            retrieve_candidates=d.get("retrieve_candidates", 3),
+            chroma_url=d.get("chroma_url"),
         )
 
 
@@ -136,6 +150,16 @@ class _Run:
         _log(self.progress, f"task: {spec.task_type}, labels {spec.labels}, input kind '{spec.input_kind}'")
         return spec
 
+    def retrieve(self, spec: TaskSpec, eval_pairs: list | None) -> dict[str, Any]:
+        """Search the index for labelled data that fits the task, map it, and keep a balanced sample."""
+        done = self.store.stage_info(self.run_id, "retrieve")
+        if done is not None:
+            return done
+        self.store.set_stage(self.run_id, "retrieve")
+        info = _retrieve(self, spec, eval_pairs)
+        self.store.stage_done(self.run_id, "retrieve", info)
+        return info
+
     def generate(self, spec: TaskSpec) -> dict[str, Any]:
         done = self.store.stage_info(self.run_id, "generate")
         if done is not None:
@@ -190,8 +214,9 @@ class _Run:
         return report
 
     def data(self, spec: TaskSpec) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-        rows = self.store.examples(self.run_id, kept=True, source_prefix="generated:")
-        train = [(r["input"], r["output"]) for r in rows if r["split"] == "train"]
+        """Training rows (generated and retrieved) and validation rows (generated held-out + demonstrations)."""
+        rows = self.store.examples(self.run_id, kept=True)
+        train = [(r["input"], r["output"]) for r in rows if r["split"] == "train" and r["source"] != "prompt"]
         val = [(r["input"], r["output"]) for r in rows if r["split"] == "validation"] + list(
             spec.demonstrations
         )
@@ -248,7 +273,13 @@ class _Run:
                 "path": str(path), "report": report.to_dict()}  # fmt: skip
 
     def deploy(
-        self, spec: TaskSpec, gen: dict, cur: dict, trained: dict, eval_pairs: list | None
+        self,
+        spec: TaskSpec,
+        gen: dict,
+        cur: dict,
+        trained: dict,
+        eval_pairs: list | None,
+        retrieved: dict | None = None,
     ) -> dict[str, Any]:
         self.store.set_stage(self.run_id, "deploy")
         best = trained["best"]
@@ -280,7 +311,13 @@ class _Run:
                 {k: c[k] for k in ("name", "kind", "score", "macro_f1")} for c in trained["candidates"]
             ],
             "user_eval": user_report,
-            "data": {"train": len(train), "validation": len(val), "generation": gen, "curation": cur},
+            "data": {
+                "train": len(train),
+                "validation": len(val),
+                "generation": gen,
+                "curation": cur,
+                "retrieval": retrieved or {},
+            },
             "teacher": self.opts.llm.model
             or ("embedded" if self.opts.llm.base_url is None else self.opts.llm.base_url),
             "cost": self.store.ledger(self.run_id),
@@ -298,6 +335,59 @@ class _Run:
             if self.opts.llm.base_url is None
             else f"{self.opts.llm.model} at {self.opts.llm.base_url}"
         )
+
+
+def _retrieve(r: _Run, spec: TaskSpec, eval_pairs: list | None) -> dict[str, Any]:
+    from p2m.memory.vectors import open_index
+    from p2m.tools.retrieve import load_candidate, map_columns, sample_examples
+    from p2m.tools.search import choose_student, search, spec_query
+
+    info: dict[str, Any] = {"rows": 0, "tried": [], "used": []}
+    if not r.opts.retrieve or r.opts.retrieve_max == 0:
+        r.decide("retrieve", "skipped: retrieval is off for this run", n=0)
+        return info
+    index = open_index(r.opts.chroma_url)
+    if not any(index.count(k) for k in ("datasets", "local")):
+        r.decide("retrieve", "skipped: the index is empty (`p2m index add PATH` or `p2m index build`)", n=0)
+        return info
+    student, why = choose_student(index, spec)
+    r.decide("choose_student", why, student=student.id)
+    cands = search(index, spec_query(spec), "datasets", k=max(5, r.opts.retrieve_candidates),
+                   task_type=spec.task_type, labels=spec.labels)  # fmt: skip
+    exclude = [x for x, _ in eval_pairs or []] + [x for x, _ in spec.demonstrations]
+    budget = r.opts.retrieve_max
+    for cand in cands[: r.opts.retrieve_candidates]:
+        tried = {"id": cand.id, "score": cand.score}
+        info["tried"].append(tried)
+        try:
+            table, provenance = load_candidate(cand)
+        except P2MError as e:
+            tried["skipped"] = str(e)
+            continue
+        llm = r.llm if r.opts.llm.base_url else None  # the embedded teacher is not asked to judge mappings
+        cmap = map_columns(table, spec, llm=llm, seed=r.opts.train.seed)
+        if cmap is None:
+            tried["skipped"] = "no text column with labels that map onto two or more task labels"
+            continue
+        rows, rep = sample_examples(table, cmap, spec, budget, provenance, exclude=exclude, seed=r.opts.train.seed,
+                                    licence=cand.metadata.get("license"))  # fmt: skip
+        if not rows:
+            tried["skipped"] = "no usable rows after mapping and dedup"
+            continue
+        r.store.add_examples(r.run_id, rows)
+        tried.update(rep)
+        info["used"].append(cand.id)
+        info["rows"] += len(rows)
+        budget -= len(rows)
+        mapped = {k: v for k, v in cmap.labels.items() if v}
+        r.decide("retrieve", f"{cand.id}: {len(rows)} rows, labels mapped {mapped} by {cmap.by}",
+                 dataset=cand.id, n=len(rows))  # fmt: skip
+        _log(r.progress, f"retrieved {len(rows)} rows from {cand.id} (labels {mapped})")
+        if budget <= 0:
+            break
+    if not info["used"]:
+        r.decide("retrieve", "no found data set could be loaded and mapped onto the task", n=0)
+    return info
 
 
 def run_pipeline(
@@ -357,10 +447,11 @@ def run_pipeline(
             bad = sorted({y for _, y in eval_pairs} - set(spec.labels))
             if bad:
                 raise TaskError(f"--eval file has outputs {bad} that are not task labels {spec.labels}")
+        retrieved = r.retrieve(spec, eval_pairs)
         gen = r.generate(spec)
         cur = r.curate(spec)
         trained = r.train(spec)
-        report = r.deploy(spec, gen, cur, trained, eval_pairs)
+        report = r.deploy(spec, gen, cur, trained, eval_pairs, retrieved)
         (folder / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
         store.set_status(run_id, "complete", stage="done")
     except KeyboardInterrupt:

@@ -252,8 +252,12 @@ class LLMClient:
         on_call: Callable[[str, bool, int, int, float], None] | None = None,
         base_url: str | None = None,
         parallel: list[Any] | None = None,
+        capable: bool = False,
     ) -> None:
         self.chat_model = chat_model
+        # whether judgement calls (label mapping, planning) may be left to this model; the embedded
+        # 135M teacher writes examples well enough but is not trusted to judge
+        self.capable = capable
         self.model_name = model_name
         self.structured = structured
         self.cache = cache
@@ -434,7 +438,14 @@ class open_llm:  # noqa: N801 (used like a function: `with open_llm(cfg) as llm:
             for u in urls
         ]
         return LLMClient(
-            chats[0], name, structured, self.cache, self.on_call, base_url=urls[0], parallel=chats
+            chats[0],
+            name,
+            structured,
+            self.cache,
+            self.on_call,
+            base_url=urls[0],
+            parallel=chats,
+            capable=cfg.base_url is not None,
         )
 
     def __exit__(self, *exc: object) -> None:

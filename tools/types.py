@@ -13,6 +13,7 @@ __all__ = [
     "EvalReport",
     "Experiment",
     "Decision",
+    "Candidate",
     "default_metric",
 ]
 
@@ -133,6 +134,21 @@ class Decision:
     reason: str
     by: Literal["llm", "rule"] = "rule"
     args: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Candidate:
+    """A dataset or model found by search, with the parts of its score and the mirrors folded into it."""
+
+    id: str
+    kind: str  # "datasets", "models" or "local"
+    score: float
+    reasons: dict[str, float] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    duplicates: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,254 @@
+"""Dataset and model search over the index: dense MiniLM retrieval fused with BM25, a rerank, and dedup.
+
+`search(index, query, kind)` returns ranked `Candidate`s whose `reasons` say where the score came
+from (dense similarity and rank, keyword score and rank, each rerank feature). Ranking:
+
+1. dense: the query's MiniLM embedding against the entries' (cosine), top 50;
+2. keyword: SQLite FTS5 BM25 over the full entry text, top 50;
+3. fused: reciprocal-rank fusion of the two lists (robust to their different score scales);
+4. rerank (optional): the fused score plus task-type agreement, the task's label names found in the
+   entry, the query's words in the entry's name, and popularity — features that dense and keyword
+   scores do not see;
+5. dedup: mirrors and re-uploads (same base name, near-identical description) collapse into the
+   best-ranked one, which lists the others in `duplicates`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from p2m.memory.vectors import VectorIndex, matches_where
+from p2m.tools.hubindex import popularity, require_index
+from p2m.tools.types import Candidate, TaskSpec
+
+__all__ = ["SearchFilters", "search", "spec_query", "choose_student", "same_dataset", "MODES"]
+
+MODES = ("dense", "fused", "rerank")
+_RRF_K = 60
+_POOL = 50
+_STOP = set("a an the of to in on for with by as and or is are be this that it its from into each".split())
+
+
+@dataclass
+class SearchFilters:
+    """Metadata filters; None means any."""
+
+    license: str | None = None  # e.g. "apache-2.0", "mit"; also matches "cc-by-4.0" for "cc-by"
+    language: str | None = None  # ISO code, e.g. "en"
+    task_type: str | None = None  # a p2m task type
+    max_size: float | None = None  # rows for datasets, bytes for models
+
+    def where(self, kind: str) -> dict[str, Any] | None:
+        parts: list[dict[str, Any]] = []
+        if self.language:
+            parts.append({f"lang_{self.language.lower()}": True})
+        if self.task_type:
+            parts.append({"task_type": self.task_type})
+        if self.max_size is not None:
+            parts.append({("size_bytes" if kind == "models" else "rows"): {"$lte": self.max_size}})
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else {"$and": parts}
+
+    def accepts(self, meta: dict[str, Any]) -> bool:
+        """Licence matching is by prefix (Chroma has no substring filter on metadata)."""
+        if self.license:
+            lic = str(meta.get("license") or "").lower()
+            if not any(part.strip().startswith(self.license.lower()) for part in lic.split(",")):
+                return False
+        return True
+
+
+def spec_query(spec: TaskSpec) -> str:
+    """The search text for a task: its instruction, then its labels."""
+    labels = f" Labels: {', '.join(spec.labels)}." if spec.labels else ""
+    return f"{spec.instruction.strip()}{labels}"[:1000]
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOP and len(w) > 1}
+
+
+def _base_name(repo_id: str) -> str:
+    name = repo_id.split("/")[-1].lower()
+    name = re.sub(r"[-_.]?(mirror|copy|clone|dataset|data|hf)$", "", name)
+    return re.sub(r"[^a-z0-9]", "", name).rstrip("s")
+
+
+def same_dataset(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Mirrors and re-uploads: the same base name and a near-identical description (or identical ones)."""
+    da, db = _words(a.get("description", "")), _words(b.get("description", ""))
+    if not da or not db:
+        return False
+    overlap = len(da & db) / len(da | db)
+    if a.get("languages", "") != b.get("languages", ""):
+        return False
+    same_name = _base_name(a.get("name", "")) == _base_name(b.get("name", ""))
+    return (same_name and overlap >= 0.8) or (overlap >= 0.98 and len(da) >= 20 and same_name)
+
+
+def _rerank_features(query_words: set[str], task_type: str | None, labels: list[str], meta: dict[str, Any],
+                     keywords: str) -> dict[str, float]:  # fmt: skip
+    feats: dict[str, float] = {}
+    entry_type = meta.get("task_type") or "unknown"
+    if task_type and entry_type != "unknown":
+        feats["task_type"] = 0.02 if entry_type == task_type else -0.01
+    if labels:
+        text = keywords.lower()
+        found = sum(1 for lab in labels if re.search(rf"\b{re.escape(lab.lower())}", text))
+        feats["labels"] = 0.02 * found / len(labels)
+    name_words = _words(re.sub(r"[_\-/.]", " ", meta.get("name", "")))
+    if name_words & query_words:
+        feats["name"] = 0.01
+    feats["popularity"] = 0.005 * popularity(meta.get("downloads"))
+    return feats
+
+
+def search(
+    index: VectorIndex,
+    query: str,
+    kind: str = "datasets",
+    k: int = 10,
+    filters: SearchFilters | None = None,
+    mode: str = "rerank",
+    embed_fn: Callable[[list[str]], np.ndarray] | None = None,
+    task_type: str | None = None,
+    labels: list[str] | None = None,
+    dedup: bool = True,
+    kinds: tuple[str, ...] | None = None,
+) -> list[Candidate]:
+    """Ranked candidates for `query` from the index collection(s) of `kind` (best first).
+
+    Args:
+        kind: "datasets" (Hub datasets and the user's local data) or "models".
+        mode: "dense", "fused" (dense + BM25) or "rerank" (fused + task-aware features).
+        task_type, labels: what the rerank compares entries with (from the TaskSpec when known).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}")
+    filters = filters or SearchFilters()
+    kinds = kinds or (("datasets", "local") if kind == "datasets" else ("models",))
+    require_index(index, kinds)
+    if embed_fn is None:
+        from p2m.tools.embed import embed as embed_fn
+    qvec = embed_fn([query])[0]
+    scored: dict[tuple[str, str], dict[str, Any]] = {}
+    for coll in kinds:
+        if not index.count(coll):
+            continue
+        where = filters.where(coll)
+        for rank, hit in enumerate(index.dense(coll, qvec, _POOL, where), 1):
+            scored[(coll, hit["id"])] = {
+                "dense": hit["similarity"],
+                "dense_rank": rank,
+                "meta": hit["metadata"],
+            }
+        if mode != "dense":
+            for rank, (eid, score) in enumerate(index.keyword(coll, query, _POOL), 1):
+                item = scored.setdefault((coll, eid), {})
+                item.update(keyword=score, keyword_rank=rank)
+    # entries only the keyword list found need their metadata (and must pass the filters)
+    missing = [key for key, v in scored.items() if "meta" not in v]
+    for coll in {c for c, _ in missing}:
+        got = index.get(coll, [i for c, i in missing if c == coll])
+        for eid, hit in got.items():
+            scored[(coll, eid)]["meta"] = hit["metadata"]
+    cands = []
+    qwords = _words(query)
+    for (coll, eid), v in scored.items():
+        meta = v.get("meta")
+        if meta is None:
+            continue
+        w = filters.where(coll)
+        if w and "dense" not in v:
+            if not matches_where(meta, w):
+                continue
+        if not filters.accepts(meta):
+            continue
+        reasons: dict[str, float] = {}
+        if "dense" in v:
+            reasons["dense"] = round(v["dense"], 4)
+            reasons["dense_rank"] = v["dense_rank"]
+        if "keyword" in v:
+            reasons["bm25"] = round(v["keyword"], 3)
+            reasons["keyword_rank"] = v["keyword_rank"]
+        if mode == "dense":
+            score = v.get("dense", 0.0)
+        else:
+            score = sum(1.0 / (_RRF_K + v[r]) for r in ("dense_rank", "keyword_rank") if r in v)
+            reasons["fused"] = round(score, 5)
+            if mode == "rerank":
+                feats = _rerank_features(qwords, task_type, labels or [], meta,
+                                         f"{meta.get('description', '')} {meta.get('columns', '')}")  # fmt: skip
+                score += sum(feats.values())
+                reasons.update({k: round(x, 4) for k, x in feats.items()})
+        cands.append(Candidate(id=eid, kind="local" if coll == "local" else kind, score=round(score, 5),
+                               reasons=reasons, metadata=meta))  # fmt: skip
+    cands.sort(key=lambda c: -c.score)
+    if dedup and kind == "datasets":
+        kept: list[Candidate] = []
+        for c in cands:
+            twin = next((x for x in kept if same_dataset(x.metadata, c.metadata)), None)
+            if twin is not None:
+                twin.duplicates.append(c.id)
+            else:
+                kept.append(c)
+        cands = kept
+    return cands[:k]
+
+
+def choose_student(
+    index: VectorIndex | None,
+    spec: TaskSpec,
+    memory_bytes: int | None = None,
+    allow_download: bool = False,
+    embed_fn: Callable[[list[str]], np.ndarray] | None = None,
+) -> tuple[Candidate, str]:
+    """The student base for a task: fits the task type and the machine's memory, local-first.
+
+    Returns the chosen candidate and the reason. Without an index (or nothing usable in it), the
+    built-in local models decide: all-MiniLM-L6-v2 for classification and extractive QA,
+    SmolLM2-135M for generation.
+    """
+    from p2m.tools.hubindex import local_model_entries
+
+    budget = memory_bytes or _memory_budget()
+    wanted_arch = "encoder" if spec.task_type in ("classification", "extractive_qa") else "decoder"
+    local = [Candidate(id=e.id, kind="models", score=1.0, reasons={"local": 1.0}, metadata=e.meta)
+             for e in local_model_entries()]  # fmt: skip
+    pool: list[Candidate] = []
+    if index is not None and index.count("models"):
+        hits = search(index, spec_query(spec), "models", k=20, mode="rerank", embed_fn=embed_fn,
+                      task_type=spec.task_type, dedup=False)  # fmt: skip
+        pool = [c for c in hits if c.metadata.get("local") or allow_download]
+    for c in pool + local:
+        size = c.metadata.get("size_bytes") or 0
+        arch = c.metadata.get("architecture")
+        if arch and arch != wanted_arch:
+            continue
+        if c.metadata.get("task_type") not in (spec.task_type, "unknown") and not arch:
+            continue
+        if size * 6 > budget:  # weights + gradients + Adam moments + activations, roughly
+            continue
+        where = "on this machine" if c.metadata.get("local") else "downloadable"
+        return c, f"{c.id}: {where}, {size / 1e6:.0f} MB fits the {budget / 1e9:.1f} GB training budget, " \
+                  f"suits {spec.task_type}"  # fmt: skip
+    fallback = local[0] if wanted_arch == "encoder" or len(local) == 1 else local[1]
+    return fallback, f"{fallback.id}: the built-in default for {spec.task_type}"
+
+
+def _memory_budget() -> int:
+    """Half of the memory available now (what training may use)."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available * 0.5)
+    except ImportError:  # psutil is a transitive dependency, but be safe
+        import os
+
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") * 0.5)
