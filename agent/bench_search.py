@@ -20,6 +20,7 @@ import numpy as np
 
 from p2m.errors import DataError
 from p2m.memory.vectors import VectorIndex
+from p2m.tools.parse import detect_task_type
 from p2m.tools.search import MODES, search
 
 __all__ = ["load_queries", "retrieval_bench", "scale_bench"]
@@ -57,7 +58,11 @@ def _score(ranked: list[list[str]], relevant: set[str], k: int = 5) -> tuple[flo
 
 def retrieval_bench(index: VectorIndex, queries: list[dict[str, Any]], k: int = 10,
                     modes: tuple[str, ...] = MODES) -> dict[str, Any]:  # fmt: skip
-    """recall@5 and MRR per ranking mode, overall and per task type, with per-query results."""
+    """recall@5 and MRR per ranking mode, overall and per task type, with per-query results.
+
+    The rerank gets the task type the way a run does, read from the query by `detect_task_type`
+    (not the labelled one).
+    """
     from p2m.tools.embed import embed
 
     vectors = embed([q["query"] for q in queries])
@@ -67,7 +72,7 @@ def retrieval_bench(index: VectorIndex, queries: list[dict[str, Any]], k: int = 
         for q, vec in zip(queries, vectors, strict=True):
             t = time.perf_counter()
             cands = search(index, q["query"], "datasets", k=k, mode=mode, embed_fn=lambda _t, v=vec: v[None, :],
-                           task_type=q.get("task_type"))  # fmt: skip
+                           task_type=detect_task_type(q["query"], [], []))  # fmt: skip
             times.append(time.perf_counter() - t)
             recall, rr = _score([[c.id, *c.duplicates] for c in cands], set(q["relevant"]))
             per_query.append({"query": q["query"], "task_type": q.get("task_type"), "recall@5": recall, "rr": rr,

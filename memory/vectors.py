@@ -286,7 +286,7 @@ class VectorIndex:
 
     def keyword(self, kind: str, query: str, k: int) -> list[tuple[str, float]]:
         """Top-k ids by BM25 (higher is better) for the words of `query` (any word may match)."""
-        words = [w for w in re.findall(r"[a-z0-9]+", query.lower()) if len(w) > 1]
+        words = [w for w in re.findall(r"[a-z0-9]+", query.lower()) if len(w) > 1 and w not in _GENERIC]
         if not words:
             return []
         match = " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
@@ -313,6 +313,14 @@ class VectorIndex:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+# words every task description uses: they match thousands of entries and say nothing about the data
+_GENERIC = set(
+    "a an the of to in on for with by as and or is are be it its this that these from into each if not no "
+    "whether given decide determine classify detect identify predict label labels answer write generate "
+    "text texts task model data dataset input output one two which what how do does should can will".split()
+)
 
 
 def _best_per_parent(hits: list[Hit]) -> list[Hit]:

@@ -202,6 +202,11 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                     raise DataError(f"{path}:{n} is not valid JSON ({e.msg}); fix or remove that line") from e
 
 
+def _entries_of(path: Path, make: Callable[[dict[str, Any], str], Entry], source: str) -> Iterator[Entry]:
+    for row in _read_jsonl(path):
+        yield make(row, source)
+
+
 def snapshot_entries(folder: Path) -> dict[str, tuple[int, Iterator[Entry]]]:
     """Entries from a folder in the format of ../shared/hub-snapshot/ (datasets.jsonl, models.jsonl)."""
     folder = Path(folder)
@@ -215,7 +220,7 @@ def snapshot_entries(folder: Path) -> dict[str, tuple[int, Iterator[Entry]]]:
             with path.open("rb") as f:
                 total = sum(1 for line in f if line.strip())
             src = f"snapshot:{folder.name}"
-            found[kind] = (total, (make(r, src) for r in _read_jsonl(path)))
+            found[kind] = (total, _entries_of(path, make, src))
     if not found:
         raise DataError(
             f"{folder} has neither datasets.jsonl nor models.jsonl; point --snapshot at a Hub snapshot"

@@ -92,20 +92,48 @@ def same_dataset(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return (same_name and overlap >= 0.8) or (overlap >= 0.98 and len(da) >= 20 and same_name)
 
 
-def _rerank_features(query_words: set[str], task_type: str | None, labels: list[str], meta: dict[str, Any],
-                     keywords: str) -> dict[str, float]:  # fmt: skip
+_LANGUAGES = (
+    "afrikaans albanian amharic arabic armenian basque bengali bangla bulgarian burmese catalan chinese cantonese "
+    "croatian czech danish dutch estonian filipino tagalog finnish french galician georgian german greek gujarati "
+    "hausa hebrew hindi hungarian icelandic igbo indonesian irish italian japanese javanese kannada kazakh khmer "
+    "korean kurdish latvian lithuanian macedonian malay malayalam maltese marathi mongolian nepali norwegian "
+    "persian farsi polish portuguese brazilian punjabi romanian russian serbian sinhala slovak slovenian somali "
+    "spanish swahili swedish tamil telugu thai turkish ukrainian urdu uzbek vietnamese welsh xhosa isixhosa "
+    "yoruba zulu isizulu sepedi sesotho siswati setswana tshivenda xitsonga bambara wolof amharic tigrinya "
+    "multilingual crosslingual cross-lingual"
+).split()
+_LANG_RE = re.compile(rf"\b({'|'.join(_LANGUAGES)})\b", re.I)
+
+
+def _languages(text: str) -> set[str]:
+    return {m.lower() for m in _LANG_RE.findall(text)}
+
+
+def _rerank_features(
+    query: str, task_type: str | None, labels: list[str], meta: dict[str, Any]
+) -> dict[str, float]:
+    """Evidence the fused score does not see, on the scale of reciprocal-rank scores (rank 1 ≈ 0.016)."""
     feats: dict[str, float] = {}
+    desc = str(meta.get("description", ""))
+    name = str(meta.get("name", ""))
     entry_type = meta.get("task_type") or "unknown"
     if task_type and entry_type != "unknown":
-        feats["task_type"] = 0.02 if entry_type == task_type else -0.01
+        feats["task_type"] = 0.004 if entry_type == task_type else -0.004
     if labels:
-        text = keywords.lower()
+        text = f"{desc} {meta.get('columns', '')}".lower()
         found = sum(1 for lab in labels if re.search(rf"\b{re.escape(lab.lower())}", text))
-        feats["labels"] = 0.02 * found / len(labels)
-    name_words = _words(re.sub(r"[_\-/.]", " ", meta.get("name", "")))
-    if name_words & query_words:
-        feats["name"] = 0.01
-    feats["popularity"] = 0.005 * popularity(meta.get("downloads"))
+        feats["labels"] = round(0.006 * found / len(labels), 5)
+    # data in another language than the query asks for (English when it names none)
+    wanted = _languages(query) or {"english"}
+    theirs = _languages(f"{name.replace('_', ' ')} {desc[:400]}") | set(
+        filter(None, str(meta.get("languages", "")).split(","))
+    )
+    theirs -= {"en"}
+    if theirs and not (theirs & wanted) and "english" not in theirs:
+        feats["language"] = -0.008
+    if "/" not in name and meta.get("source") != "local":
+        feats["canonical"] = 0.003  # the Hub's canonical (un-namespaced) datasets are the curated ones
+    feats["popularity"] = round(0.003 * popularity(meta.get("downloads")), 5)
     return feats
 
 
@@ -159,7 +187,6 @@ def search(
         for eid, hit in got.items():
             scored[(coll, eid)]["meta"] = hit["metadata"]
     cands = []
-    qwords = _words(query)
     for (coll, eid), v in scored.items():
         meta = v.get("meta")
         if meta is None:
@@ -183,8 +210,7 @@ def search(
             score = sum(1.0 / (_RRF_K + v[r]) for r in ("dense_rank", "keyword_rank") if r in v)
             reasons["fused"] = round(score, 5)
             if mode == "rerank":
-                feats = _rerank_features(qwords, task_type, labels or [], meta,
-                                         f"{meta.get('description', '')} {meta.get('columns', '')}")  # fmt: skip
+                feats = _rerank_features(query, task_type, labels or [], meta)
                 score += sum(feats.values())
                 reasons.update({k: round(x, 4) for k, x in feats.items()})
         cands.append(Candidate(id=eid, kind="local" if coll == "local" else kind, score=round(score, 5),
