@@ -29,6 +29,7 @@ __all__ = [
     "snapshot_entries",
     "hub_entries",
     "build_from_hub",
+    "hub_offline",
     "cache_entries",
     "local_model_entries",
     "hub_task_type",
@@ -294,6 +295,16 @@ def _hub_timeout(seconds: float) -> Iterator[None]:
         set_client_factory(_http.default_client_factory)
 
 
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as it is now (huggingface_hub reads it once, at import)."""
+    from huggingface_hub import constants
+
+    value = os.environ.get("HF_HUB_OFFLINE")
+    return (
+        value.strip().lower() in ("1", "true", "yes", "on") if value is not None else constants.HF_HUB_OFFLINE
+    )
+
+
 def build_from_hub(
     index: VectorIndex,
     kind: str,
@@ -311,7 +322,7 @@ def build_from_hub(
     """
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE:
+    if hub_offline():
         raise ConfigError(
             "HF_HUB_OFFLINE is set, so the Hub cannot be listed; unset it, or use --snapshot/--cache"
         )
@@ -393,7 +404,7 @@ def _front_matter(text: str) -> tuple[dict[str, Any], str]:
     out: dict[str, Any] = {}
     key = None
     for line in m.group(1).splitlines():
-        if re.match(r"^\s+-\s+", line) and key:
+        if re.match(r"^\s*-\s+", line) and key:
             out.setdefault(key, [])
             if isinstance(out[key], list):
                 out[key].append(line.split("-", 1)[1].strip().strip("'\""))
@@ -495,7 +506,15 @@ def build(
     )
     try:
         seen: set[str] = set()
-        for entry in entries:
+        source = iter(entries)
+        while True:
+            try:
+                entry = next(source)
+            except StopIteration:
+                break
+            except BaseException:
+                flush()  # the source failed (a Hub error, Ctrl-C): keep the complete entries it gave
+                raise
             bar.update(1)
             if entry.id in seen:
                 continue  # the same id twice in one source: keep the first

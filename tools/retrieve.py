@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from p2m.errors import DataError
-from p2m.tools.hubindex import Entry, dataset_entry
+from p2m.errors import DataError, LLMError
+from p2m.tools.hubindex import Entry, dataset_entry, hub_offline
 from p2m.tools.types import Candidate, TaskSpec
 
 __all__ = ["load_table", "local_entry", "load_candidate", "ColumnMap", "map_columns", "sample_examples"]
@@ -121,7 +121,7 @@ def load_candidate(cand: Candidate, max_bytes: int = 200_000_000) -> tuple[Any, 
         return load_table(Path(meta["cached_path"])), f"hub:{cand.id}@{rev}"
     from huggingface_hub import HfApi, constants, hf_hub_download
 
-    if constants.HF_HUB_OFFLINE:
+    if hub_offline():
         raise DataError(f"{cand.id} is not in the local cache and the Hub is offline")
     endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
     try:
@@ -157,7 +157,7 @@ def _guess_label(ds: Any, text_col: str | None) -> tuple[str | None, list[str]]:
         if c == text_col or not isinstance(feats[c], Value):
             continue
         values = sorted({str(v) for v in head[c] if v is not None and str(v).strip()})
-        if 2 <= len(values) <= _MAX_LABELS and (c.lower() in _LABEL_NAMES or len(values) <= len(head) / 5):
+        if 2 <= len(values) <= _MAX_LABELS and (c.lower() in _LABEL_NAMES or len(values) <= max(2, len(head) // 3)):
             avg = sum(len(v) for v in values) / len(values)
             if avg <= 40:
                 return c, values
@@ -242,15 +242,24 @@ def map_columns(ds: Any, spec: TaskSpec, llm: Any = None, seed: int = 0) -> Colu
         sim = 0.5 * sim_name + 0.5 * sim_centroid
     mapping: dict[str, str | None] = {}
     scores: dict[str, float] = {}
-    for i, v in enumerate(src):
-        order = np.argsort(-sim[i])
-        best, second = sim[i, order[0]], sim[i, order[1]] if len(order) > 1 else -1.0
-        # a source label maps where it is clearly closer to one task label than to the others,
-        # and where that task label also prefers it over the other source labels by centroid
-        col_best = np.argmax(sim[:, order[0]])
-        ok = best - second >= 0.02 and (col_best == i or sim[i, order[0]] >= sim[col_best, order[0]] - 0.05)
-        mapping[v] = spec.labels[order[0]] if ok else None
-        scores[v] = round(float(best - second), 3)
+    if len(src) == len(spec.labels):
+        # as many source labels as task labels: the best one-to-one assignment
+        from scipy.optimize import linear_sum_assignment
+
+        rows, cols = linear_sum_assignment(-sim)
+        for i, j in zip(rows, cols, strict=True):
+            mapping[src[i]] = spec.labels[j]
+            scores[src[i]] = round(float(sim[i, j]), 3)
+    else:
+        for i, v in enumerate(src):
+            order = np.argsort(-sim[i])
+            best, second = sim[i, order[0]], sim[i, order[1]] if len(order) > 1 else -1.0
+            # a source label maps where it is clearly closer to one task label than to the others,
+            # and where that task label also prefers it over the other source labels
+            col_best = np.argmax(sim[:, order[0]])
+            ok = best - second >= 0.02 and (col_best == i or sim[i, order[0]] >= sim[col_best, order[0]] - 0.05)
+            mapping[v] = spec.labels[order[0]] if ok else None
+            scores[v] = round(float(best - second), 3)
     by = "rule"
     if llm is not None and getattr(llm, "capable", False):
         mapping, by = _llm_check(llm, spec, by_label, mapping), "llm"
@@ -262,16 +271,17 @@ def _llm_check(llm: Any, spec: TaskSpec, by_label: dict[str, list[str]],
                mapping: dict[str, str | None]) -> dict[str, str | None]:  # fmt: skip
     """Ask a capable LLM which task label (or none) each source label's examples belong to."""
     out = dict(mapping)
-    for v, texts in by_label.items():
-        if v not in mapping:
-            continue
+    for v in mapping:
+        texts = by_label[v]
         shown = "\n".join(f"- {t[:200]}" for t in texts[:5])
         prompt = (f"Task: {spec.instruction}\nTask labels: {', '.join(spec.labels)}.\n"
                   f"A data set labels these examples '{v}':\n{shown}\n"
                   "Which task label do they belong to? Answer 'none' if no task label fits.")  # fmt: skip
         try:
-            answer = llm.choose(prompt, [*spec.labels, "none"], purpose="map_labels")
-        except Exception:  # an LLM failure keeps the rule's mapping
+            answer = llm.choose([("user", prompt)], [*spec.labels, "none"], purpose="map_labels")
+        except LLMError:  # an unreachable or failing LLM keeps the rule's mapping
+            continue
+        if answer is None:  # not one of the options: keep the rule's mapping
             continue
         out[v] = None if answer == "none" else answer
     return out
