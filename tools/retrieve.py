@@ -157,7 +157,9 @@ def _guess_label(ds: Any, text_col: str | None) -> tuple[str | None, list[str]]:
         if c == text_col or not isinstance(feats[c], Value):
             continue
         values = sorted({str(v) for v in head[c] if v is not None and str(v).strip()})
-        if 2 <= len(values) <= _MAX_LABELS and (c.lower() in _LABEL_NAMES or len(values) <= max(2, len(head) // 3)):
+        if 2 <= len(values) <= _MAX_LABELS and (
+            c.lower() in _LABEL_NAMES or len(values) <= max(2, len(head) // 3)
+        ):
             avg = sum(len(v) for v in values) / len(values)
             if avg <= 40:
                 return c, values
@@ -257,7 +259,9 @@ def map_columns(ds: Any, spec: TaskSpec, llm: Any = None, seed: int = 0) -> Colu
             # a source label maps where it is clearly closer to one task label than to the others,
             # and where that task label also prefers it over the other source labels
             col_best = np.argmax(sim[:, order[0]])
-            ok = best - second >= 0.02 and (col_best == i or sim[i, order[0]] >= sim[col_best, order[0]] - 0.05)
+            ok = best - second >= 0.02 and (
+                col_best == i or sim[i, order[0]] >= sim[col_best, order[0]] - 0.05
+            )
             mapping[v] = spec.labels[order[0]] if ok else None
             scores[v] = round(float(best - second), 3)
     by = "rule"
