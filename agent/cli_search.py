@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,7 @@ def index_build(snapshot: str | None, hub: bool, from_cache: bool, what: str, li
             "say what to index: --snapshot DIR, --hub or --cache (or use `p2m index add PATH`)"
         )
     index = _index(home, chroma_url)
+    start = time.perf_counter()
     kinds = ("datasets", "models") if what == "both" else (what,)
     results: dict[str, Any] = {}
     # the models p2m ships with are always there: the student choice is local-first
@@ -103,7 +105,7 @@ def index_build(snapshot: str | None, hub: bool, from_cache: bool, what: str, li
         click.echo(
             f"{name:18s} added {stats['added']:>6}  updated {stats['updated']:>6}  unchanged {stats['unchanged']:>6}"
         )
-    click.echo(_status_line(index))
+    click.echo(f"{_status_line(index)} (this build: {time.perf_counter() - start:.1f} s)")
 
 
 def _status_line(index: Any) -> str:

@@ -339,6 +339,7 @@ class _Run:
 
 def _retrieve(r: _Run, spec: TaskSpec, eval_pairs: list | None) -> dict[str, Any]:
     from p2m.memory.vectors import open_index
+    from p2m.tools.hubindex import hub_offline
     from p2m.tools.retrieve import load_candidate, map_columns, sample_examples
     from p2m.tools.search import choose_student, search, spec_query
 
@@ -352,8 +353,11 @@ def _retrieve(r: _Run, spec: TaskSpec, eval_pairs: list | None) -> dict[str, Any
         return info
     student, why = choose_student(index, spec)
     r.decide("choose_student", why, student=student.id)
-    cands = search(index, spec_query(spec), "datasets", k=max(5, r.opts.retrieve_candidates),
+    cands = search(index, spec_query(spec), "datasets", k=max(20, r.opts.retrieve_candidates),
                    task_type=spec.task_type, labels=spec.labels)  # fmt: skip
+    # only what can be loaded here: the user's data and the HF cache always, the Hub when online
+    online = not hub_offline()
+    cands = [c for c in cands if c.kind == "local" or c.metadata.get("cached_path") or online]
     exclude = [x for x, _ in eval_pairs or []] + [x for x, _ in spec.demonstrations]
     budget = r.opts.retrieve_max
     for cand in cands[: r.opts.retrieve_candidates]:
