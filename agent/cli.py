@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from p2m.agent.cli_runs import register as register_run_commands
 from p2m.agent.cli_search import register as register_search_commands
 from p2m.errors import P2MError, RunInterrupted
 from p2m.tools.generate import GenConfig
@@ -154,8 +155,21 @@ def cli() -> None:
 @click.option(
     "--home", type=click.Path(file_okay=False), help="p2m home folder (default: P2M_HOME or ~/.p2m)."
 )
+@click.option("--target", type=float, help="Run the planner until this validation score (e.g. 0.9).")
+@click.option(
+    "--budget-minutes", type=float, default=0.0, help="Planner: stop after this much work (0 = none)."
+)
+@click.option(
+    "--planner", "use_planner", is_flag=True, help="Let the planner decide rounds (implied by --target)."
+)
+@click.option("--decider", type=click.Choice(["auto", "llm", "rule"]), default="auto", show_default=True,
+              help="Planner decisions: the LLM (checked by a guard) or the rule policy; auto = LLM if --llm.")  # fmt: skip
+@click.option(
+    "--max-rounds", type=int, default=6, show_default=True, help="Planner: at most N training rounds."
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def run(prompt: str | None, prompt_file: str | None, eval_file: str | None, out: str | None, home: str | None,
+        target: float | None, budget_minutes: float, use_planner: bool, decider: str, max_rounds: int,
         quiet: bool, **kw: Any) -> None:  # fmt: skip
     """Build a model from a task description, end to end.
 
@@ -174,7 +188,15 @@ def run(prompt: str | None, prompt_file: str | None, eval_file: str | None, out:
             prompt = sys.stdin.read() if prompt_file == "-" else Path(prompt_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise click.ClickException(f"cannot read the prompt file {prompt_file}: {e}") from e
-    _print_result(run_pipeline(prompt or "", _options(kw, eval_file, out), progress=not quiet))
+    opts = _options(kw, eval_file, out)
+    if use_planner or target is not None or budget_minutes:
+        from p2m.agent.planner import PlanOptions, run_planner
+
+        plan = PlanOptions(target=target, budget_minutes=budget_minutes, budget_llm_calls=kw["budget_llm_calls"],
+                           max_rounds=max_rounds, decider=decider)  # fmt: skip
+        _print_result(run_planner(prompt or "", opts, plan, progress=not quiet))
+        return
+    _print_result(run_pipeline(prompt or "", opts, progress=not quiet))
 
 
 @cli.command()
@@ -188,9 +210,15 @@ def resume(run_id: str, home: str | None, quiet: bool) -> None:
     Example:
       p2m resume 20261125-101500-classify-support-tickets
     """
-    from p2m.agent.pipeline import run_pipeline
+    from p2m.agent.pipeline import open_store, run_pipeline
 
     _home(home)
+    run = open_store().get_run(run_id)
+    if run is not None and "plan" in run["config"]:
+        from p2m.agent.planner import run_planner
+
+        _print_result(run_planner(resume=run_id, progress=not quiet))
+        return
     _print_result(run_pipeline(resume=run_id, progress=not quiet))
 
 
@@ -286,6 +314,7 @@ def bench(task_dir: str, out_file: str, limit: int, target: float | None, no_cei
 
 
 register_search_commands(cli)
+register_run_commands(cli)
 
 
 def _sigterm_as_ctrl_c(signum: int, frame: Any) -> None:

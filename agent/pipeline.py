@@ -104,6 +104,8 @@ class _Run:
         self.store, self.run_id, self.folder, self.prompt, self.opts = store, run_id, folder, prompt, opts
         self.progress = progress
         self._llm = llm
+        if llm is not None and getattr(llm, "on_call", None) is None:
+            llm.on_call = self._on_call  # an injected client (tests, UI sessions) is accounted too
         self._stack = contextlib.ExitStack()
 
     @property
