@@ -27,7 +27,7 @@ from p2m.tools.parse import parse_task
 from p2m.tools.train import TrainConfig, finetune, label_prototypes, load_student, train_quick
 from p2m.tools.types import Decision, TaskSpec
 
-__all__ = ["RunOptions", "RunResult", "run_pipeline", "open_store", "new_run_id"]
+__all__ = ["RunOptions", "RunResult", "run_pipeline", "open_run", "open_store", "new_run_id"]
 
 
 @dataclass
@@ -396,6 +396,45 @@ def _retrieve(r: _Run, spec: TaskSpec, eval_pairs: list | None) -> dict[str, Any
     return info
 
 
+def open_run(
+    store: RunStore,
+    prompt: str | None,
+    options: RunOptions | None,
+    resume: str | None,
+    extra: dict[str, Any] | None = None,
+) -> tuple[str, Path, str, RunOptions, dict[str, Any]]:
+    """Record a new run (after checking the prompt and the eval file), or reopen one to resume.
+
+    Returns (run id, folder, prompt, options, stored config); `extra` is stored with the options.
+    """
+    if resume:
+        run = store.get_run(resume)
+        if run is None:
+            raise ConfigError(f"no run {resume!r}; `p2m runs` lists them")
+        if run["status"] == "complete":
+            raise ConfigError(f"run {resume} is already complete; its model is in {run['folder']}/model")
+        import os
+
+        options = RunOptions.from_dict(run["config"], api_key=os.environ.get("OPENAI_API_KEY"))
+        store.set_status(resume, "running")
+        return resume, Path(run["folder"]), run["prompt"], options, run["config"]
+    options = options or RunOptions()
+    if not (prompt or "").strip():
+        parse_task(prompt or "")  # raises the empty-prompt TaskError
+    if options.eval_file:
+        load_jsonl_pairs(options.eval_file)  # a bad file fails before a run is recorded
+    run_id = new_run_id(prompt)
+    n = 1
+    while store.get_run(run_id):  # two runs started within the same second
+        n += 1
+        run_id = f"{new_run_id(prompt)}-{n}"
+    folder = Path(options.out).expanduser() if options.out else runs_dir() / run_id
+    ensure_writable(folder)
+    config = {**options.to_dict(), **(extra or {})}
+    store.create_run(run_id, prompt, config, str(folder.resolve()))
+    return run_id, folder, prompt, options, config
+
+
 def run_pipeline(
     prompt: str | None = None,
     options: RunOptions | None = None,
@@ -419,31 +458,7 @@ def run_pipeline(
         P2MError: a readable failure; the run is marked failed (or interrupted on Ctrl-C) and can be resumed.
     """
     store = store or open_store()
-    if resume:
-        run = store.get_run(resume)
-        if run is None:
-            raise ConfigError(f"no run {resume!r}; `p2m runs` lists them")
-        if run["status"] == "complete":
-            raise ConfigError(f"run {resume} is already complete; its model is in {run['folder']}/model")
-        import os
-
-        options = RunOptions.from_dict(run["config"], api_key=os.environ.get("OPENAI_API_KEY"))
-        run_id, folder, prompt = resume, Path(run["folder"]), run["prompt"]
-        store.set_status(run_id, "running")
-    else:
-        options = options or RunOptions()
-        if not (prompt or "").strip():
-            parse_task(prompt or "")  # raises the empty-prompt TaskError
-        if options.eval_file:
-            load_jsonl_pairs(options.eval_file)  # a bad file fails before a run is recorded
-        run_id = new_run_id(prompt)
-        n = 1
-        while store.get_run(run_id):  # two runs started within the same second
-            n += 1
-            run_id = f"{new_run_id(prompt)}-{n}"
-        folder = Path(options.out).expanduser() if options.out else runs_dir() / run_id
-        ensure_writable(folder)
-        store.create_run(run_id, prompt, options.to_dict(), str(folder.resolve()))
+    run_id, folder, prompt, options, _ = open_run(store, prompt, options, resume)
     eval_pairs = load_jsonl_pairs(options.eval_file) if options.eval_file else None
     r = _Run(store, run_id, folder, prompt, options, progress, llm)
     _log(progress, f"run {run_id} → {folder}")

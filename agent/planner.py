@@ -26,15 +26,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
-from p2m.agent.pipeline import RunOptions, RunResult, _log, _Run, new_run_id, open_store
+from p2m.agent.pipeline import RunOptions, RunResult, _log, _Run, open_run, open_store
 from p2m.agent.policy import ACTIONS, Budget, guard, rule_decide, summarize
 from p2m.agent.state import PlannerState
 from p2m.errors import ConfigError, RunInterrupted
-from p2m.memory import RunStore, home_dir, runs_dir
-from p2m.memory.home import ensure_writable
+from p2m.memory import RunStore, home_dir
 from p2m.tools.evaluate import load_jsonl_pairs
 from p2m.tools.generate import curate, generate_examples
-from p2m.tools.parse import parse_task
 from p2m.tools.prompts import load_prompt
 from p2m.tools.train import finetune, label_prototypes, train_quick
 from p2m.tools.types import Decision, TaskSpec
@@ -123,6 +121,7 @@ class _Planner:
     def _train_round(self, k: int, params: dict[str, Any]) -> dict[str, Any]:
         spec, r = self._spec(), self.r
         r.store.set_stage(r.run_id, f"train:{k}")
+        r.store.delete_experiments(r.run_id, f"r{k}-")  # a round killed mid-training starts over
         train, val = r.data(spec)
         results = []
         t0 = time.perf_counter()
@@ -349,34 +348,11 @@ def run_planner(
 ) -> RunResult:
     """Run (or resume) the planner until the target, the budget or a plateau, then deploy the best model."""
     store = store or open_store()
+    plan = plan or PlanOptions()
+    run_id, folder, prompt, options, config = open_run(store, prompt, options, resume,
+                                                       {"plan": dataclasses.asdict(plan)})  # fmt: skip
     if resume:
-        run = store.get_run(resume)
-        if run is None:
-            raise ConfigError(f"no run {resume!r}; `p2m runs` lists them")
-        if run["status"] == "complete":
-            raise ConfigError(f"run {resume} is already complete; its model is in {run['folder']}/model")
-        import os
-
-        options = RunOptions.from_dict(run["config"], api_key=os.environ.get("OPENAI_API_KEY"))
-        plan = PlanOptions(**run["config"].get("plan", {}))
-        run_id, folder, prompt = resume, Path(run["folder"]), run["prompt"]
-        store.set_status(run_id, "running")
-    else:
-        options, plan = options or RunOptions(), plan or PlanOptions()
-        if not (prompt or "").strip():
-            parse_task(prompt or "")
-        if options.eval_file:
-            load_jsonl_pairs(options.eval_file)
-        run_id = new_run_id(prompt)
-        n = 1
-        while store.get_run(run_id):
-            n += 1
-            run_id = f"{new_run_id(prompt)}-{n}"
-        folder = Path(options.out).expanduser() if options.out else runs_dir() / run_id
-        ensure_writable(folder)
-        store.create_run(
-            run_id, prompt, {**options.to_dict(), "plan": dataclasses.asdict(plan)}, str(folder.resolve())
-        )
+        plan = PlanOptions(**config.get("plan", {}))
     eval_pairs = load_jsonl_pairs(options.eval_file) if options.eval_file else None
     r = _Run(store, run_id, folder, prompt, options, progress, llm)
     planner = _Planner(r, plan, eval_pairs)

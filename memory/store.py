@@ -254,6 +254,10 @@ class RunStore:
         )
         return cur.lastrowid
 
+    def delete_experiments(self, run_id: str, name_prefix: str) -> None:
+        """Forget experiments of a round that did not finish (it is trained again on resume)."""
+        self._exec("DELETE FROM experiments WHERE run_id = ? AND name LIKE ?", (run_id, name_prefix + "%"))
+
     def experiments(self, run_id: str) -> list[dict[str, Any]]:
         out = []
         for r in self._rows("SELECT * FROM experiments WHERE run_id = ? ORDER BY id", (run_id,)):

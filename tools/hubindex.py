@@ -144,6 +144,7 @@ def dataset_entry(row: dict[str, Any], source: str) -> Entry:
     extra = f" Columns: {', '.join(columns)}." if columns else ""
     extra += f" Languages: {', '.join(langs)}." if langs else ""
     rows = row.get("n_rows")
+    extra += f" Size: {size_cat or f'{rows} rows'}." if size_cat or rows else ""
     meta = {
         "name": row["id"],
         "source": source,
