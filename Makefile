@@ -33,6 +33,8 @@ format: setup
 bench: setup
 	$(BIN)/p2m bench ../shared/bench-data/sst2 --out bench/out/sst2.json
 	$(BIN)/p2m bench ../shared/bench-data/ag_news --out bench/out/ag_news.json
+	$(BIN)/p2m index build --snapshot ../shared/hub-snapshot -q
+	$(BIN)/p2m bench-search bench/search_queries.jsonl --out bench/out/search.json
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
