@@ -115,8 +115,9 @@ def run_bench(
     target: float | None = None,
     ceiling: bool = True,
     progress: bool = True,
+    plan: Any = None,
 ) -> dict[str, Any]:
-    """Run one bench task and write its result JSON to `out_file`."""
+    """Run one bench task and write its result JSON to `out_file` (with the planner when `plan` is given)."""
     task_dir = Path(task_dir)
     task = load_task(task_dir)
     rows = load_jsonl_pairs(task_dir / "test.jsonl")[:limit]
@@ -126,7 +127,12 @@ def run_bench(
     except OSError as e:
         raise ConfigError(f"cannot write {out_file}: {e.strerror}") from e
     start = time.perf_counter()
-    res = run_pipeline(task["prompt"], options, progress=progress)
+    if plan is not None:
+        from p2m.agent.planner import run_planner
+
+        res = run_planner(task["prompt"], options, plan, progress=progress)
+    else:
+        res = run_pipeline(task["prompt"], options, progress=progress)
     pipeline_seconds = time.perf_counter() - start
     student = load_student(res.folder / "model")
     student.predict([x for x, _ in rows[:8]])  # warm-up, not timed (the teacher gets one too)
@@ -162,6 +168,7 @@ def run_bench(
             "kept_per_second": gen.get("kept_per_second"),
             "validation_score": report["validation"]["score"],
             "decisions": [{"action": d["action"], "by": d["by"]} for d in report["decisions"]],
+            "planner": report.get("planner"),
         },
         "run": res.run_id,
         "target": target,

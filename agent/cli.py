@@ -55,7 +55,10 @@ def _run_options(f: Any) -> Any:
         help="Cap on generation time (0 = none).",
     )(f)
     f = click.option(
-        "--budget-llm-calls", type=int, default=0, help="Cap on teacher calls for generation (0 = none)."
+        "--budget-llm-calls",
+        type=int,
+        default=0,
+        help="Cap on teacher calls (with the planner: its whole budget; 0 = none).",
     )(f)
     f = click.option(
         "--epochs",
@@ -78,6 +81,34 @@ def _run_options(f: Any) -> Any:
         help="Search a Chroma server instead of P2M_HOME/index. Env: P2M_CHROMA_URL.",
     )(f)
     return f
+
+
+def _plan_options(f: Any) -> Any:
+    f = click.option(
+        "--max-rounds", type=int, default=6, show_default=True, help="Planner: at most N training rounds."
+    )(f)
+    f = click.option("--decider", type=click.Choice(["auto", "llm", "rule"]), default="auto", show_default=True,
+                     help="Planner decisions: the LLM (checked by a guard) or the rule policy; auto = LLM if --llm.")(f)  # fmt: skip
+    f = click.option(
+        "--planner", "use_planner", is_flag=True, help="Let the planner decide rounds (implied by --target)."
+    )(f)
+    f = click.option(
+        "--budget-minutes", type=float, default=0.0, help="Planner: stop after this much work (0 = none)."
+    )(f)
+    f = click.option("--target", type=float, help="Run the planner until this validation score (e.g. 0.9).")(
+        f
+    )
+    return f
+
+
+def _plan(kw: dict[str, Any]) -> Any:
+    """PlanOptions when the planner is asked for (--planner, --target or --budget-minutes), else None."""
+    if not (kw["use_planner"] or kw["target"] is not None or kw["budget_minutes"]):
+        return None
+    from p2m.agent.planner import PlanOptions
+
+    return PlanOptions(target=kw["target"], budget_minutes=kw["budget_minutes"], budget_llm_calls=kw["budget_llm_calls"],
+                       max_rounds=kw["max_rounds"], decider=kw["decider"])  # fmt: skip
 
 
 def _options(kw: dict[str, Any], eval_file: str | None = None, out: str | None = None) -> Any:
@@ -155,21 +186,9 @@ def cli() -> None:
 @click.option(
     "--home", type=click.Path(file_okay=False), help="p2m home folder (default: P2M_HOME or ~/.p2m)."
 )
-@click.option("--target", type=float, help="Run the planner until this validation score (e.g. 0.9).")
-@click.option(
-    "--budget-minutes", type=float, default=0.0, help="Planner: stop after this much work (0 = none)."
-)
-@click.option(
-    "--planner", "use_planner", is_flag=True, help="Let the planner decide rounds (implied by --target)."
-)
-@click.option("--decider", type=click.Choice(["auto", "llm", "rule"]), default="auto", show_default=True,
-              help="Planner decisions: the LLM (checked by a guard) or the rule policy; auto = LLM if --llm.")  # fmt: skip
-@click.option(
-    "--max-rounds", type=int, default=6, show_default=True, help="Planner: at most N training rounds."
-)
+@_plan_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def run(prompt: str | None, prompt_file: str | None, eval_file: str | None, out: str | None, home: str | None,
-        target: float | None, budget_minutes: float, use_planner: bool, decider: str, max_rounds: int,
         quiet: bool, **kw: Any) -> None:  # fmt: skip
     """Build a model from a task description, end to end.
 
@@ -189,11 +208,10 @@ def run(prompt: str | None, prompt_file: str | None, eval_file: str | None, out:
         except (OSError, UnicodeDecodeError) as e:
             raise click.ClickException(f"cannot read the prompt file {prompt_file}: {e}") from e
     opts = _options(kw, eval_file, out)
-    if use_planner or target is not None or budget_minutes:
-        from p2m.agent.planner import PlanOptions, run_planner
+    plan = _plan(kw)
+    if plan is not None:
+        from p2m.agent.planner import run_planner
 
-        plan = PlanOptions(target=target, budget_minutes=budget_minutes, budget_llm_calls=kw["budget_llm_calls"],
-                           max_rounds=max_rounds, decider=decider)  # fmt: skip
         _print_result(run_planner(prompt or "", opts, plan, progress=not quiet))
         return
     _print_result(run_pipeline(prompt or "", opts, progress=not quiet))
@@ -289,12 +307,12 @@ def serve(run_id: str, host: str, port: int | None, share: bool, home: str | Non
     help="Where to write the JSON result.",
 )
 @click.option("--limit", type=int, default=300, show_default=True, help="Score the first N test rows.")
-@click.option("--target", type=float, default=None, help="Target metric passed to the pipeline.")
 @click.option("--no-ceiling", is_flag=True, help="Skip training the student on train.jsonl.")
 @_run_options
+@_plan_options
 @click.option("--home", type=click.Path(file_okay=False))
 @click.option("-q", "--quiet", is_flag=True)
-def bench(task_dir: str, out_file: str, limit: int, target: float | None, no_ceiling: bool, home: str | None,
+def bench(task_dir: str, out_file: str, limit: int, no_ceiling: bool, home: str | None,
           quiet: bool, **kw: Any) -> None:  # fmt: skip
     """Run the pipeline on a bench task's prompt alone, then score it on the task's test rows.
 
@@ -308,8 +326,8 @@ def bench(task_dir: str, out_file: str, limit: int, target: float | None, no_cei
     from p2m.agent.bench import format_result, run_bench
 
     _home(home)
-    result = run_bench(task_dir, out_file, _options(kw), limit=limit, target=target, ceiling=not no_ceiling,
-                       progress=not quiet)  # fmt: skip
+    result = run_bench(task_dir, out_file, _options(kw), limit=limit, target=kw["target"], ceiling=not no_ceiling,
+                       progress=not quiet, plan=_plan(kw))  # fmt: skip
     click.echo(format_result(result))
 
 

@@ -103,6 +103,10 @@ class _Planner:
     def prepare(self, state: PlannerState) -> dict[str, Any]:
         t0 = time.perf_counter()
         spec = self._spec()
+        if self.plan.budget_llm_calls:  # the first round spends half the budget; the planner aims the rest
+            half = max(1, self.plan.budget_llm_calls // 2)
+            cap = min(self.r.opts.gen.max_calls or half, half)
+            self.r.opts.gen = dataclasses.replace(self.r.opts.gen, max_calls=cap)
         self.r.retrieve(spec, self.eval_pairs)
         self.r.generate(spec)
         self.r.curate(spec)
