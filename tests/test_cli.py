@@ -244,8 +244,13 @@ def test_ctrl_c_then_resume(home, tmp_path):
         args += ["--no-finetune", "-q"]
         out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
         with open(out, "w") as fo, open(err, "w") as fe:
-            proc = subprocess.Popen(
-                [str(P2M), *args], env=_env(home), stdout=fo, stderr=fe, stdin=subprocess.DEVNULL
+            proc = subprocess.Popen(  # SIGINT as at a terminal, even when the tests run in the background
+                [str(P2M), *args],
+                env=_env(home),
+                stdout=fo,
+                stderr=fe,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
             )
             try:
                 deadline = time.monotonic() + 120

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from p2m.tools.types import TaskSpec
 from tests.fakes import FakeChatModel, label_text
 from tests.helpers import closed_port
 
+CHROMA = Path(sys.executable).with_name("chroma")  # the venv's, whether or not it is on PATH
 SPEC = TaskSpec("Classify support tickets as billing, bug or other", labels=["billing", "bug", "other"],
                 input_kind="support ticket", demonstrations=[("I was charged twice", "billing")])  # fmt: skip
 
@@ -200,10 +201,10 @@ def test_unreachable_chroma_server_is_a_clear_error() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("chroma") is None, reason="no chroma CLI")
+@pytest.mark.skipif(not CHROMA.exists(), reason="no chroma CLI beside this Python")
 def test_chroma_server_works_like_the_embedded_client(tmp_path) -> None:
     port = closed_port()
-    proc = subprocess.Popen(["chroma", "run", "--path", str(tmp_path / "srv"), "--host", "127.0.0.1",
+    proc = subprocess.Popen([str(CHROMA), "run", "--path", str(tmp_path / "srv"), "--host", "127.0.0.1",
                              "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
