@@ -396,6 +396,22 @@ def _retrieve(r: _Run, spec: TaskSpec, eval_pairs: list | None) -> dict[str, Any
     return info
 
 
+@contextlib.contextmanager
+def recorded(store: RunStore, run_id: str) -> Any:
+    """The run's status follows the body: complete, interrupted on Ctrl-C (resumable), failed on an error."""
+    try:
+        yield
+        store.set_status(run_id, "complete", stage="done")
+    except KeyboardInterrupt:
+        store.set_status(run_id, "interrupted", error="interrupted by the user")
+        from p2m.errors import RunInterrupted
+
+        raise RunInterrupted(f"interrupted; what was done is kept: `p2m resume {run_id}` continues") from None
+    except BaseException as e:
+        store.set_status(run_id, "failed", error=str(e)[:500])
+        raise
+
+
 def open_run(
     store: RunStore,
     prompt: str | None,
@@ -462,7 +478,7 @@ def run_pipeline(
     eval_pairs = load_jsonl_pairs(options.eval_file) if options.eval_file else None
     r = _Run(store, run_id, folder, prompt, options, progress, llm)
     _log(progress, f"run {run_id} → {folder}")
-    try:
+    with recorded(store, run_id), contextlib.closing(r):
         spec = r.parse()
         if eval_pairs:
             bad = sorted({y for _, y in eval_pairs} - set(spec.labels))
@@ -474,15 +490,4 @@ def run_pipeline(
         trained = r.train(spec)
         report = r.deploy(spec, gen, cur, trained, eval_pairs, retrieved)
         (folder / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
-        store.set_status(run_id, "complete", stage="done")
-    except KeyboardInterrupt:
-        store.set_status(run_id, "interrupted", error="interrupted by the user")
-        from p2m.errors import RunInterrupted
-
-        raise RunInterrupted(f"interrupted; what was done is kept: `p2m resume {run_id}` continues") from None
-    except BaseException as e:
-        store.set_status(run_id, "failed", error=str(e)[:500])
-        raise
-    finally:
-        r.close()
     return RunResult(run_id, folder, spec, report)

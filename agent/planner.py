@@ -18,6 +18,7 @@ so scores of different rounds are comparable; a user's `--eval` file is only rep
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sqlite3
@@ -26,10 +27,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
-from p2m.agent.pipeline import RunOptions, RunResult, _log, _Run, open_run, open_store
+from p2m.agent.pipeline import RunOptions, RunResult, _log, _Run, open_run, open_store, recorded
 from p2m.agent.policy import ACTIONS, Budget, guard, rule_decide, summarize
 from p2m.agent.state import PlannerState
-from p2m.errors import ConfigError, RunInterrupted
+from p2m.errors import ConfigError
 from p2m.memory import RunStore, home_dir
 from p2m.tools.evaluate import load_jsonl_pairs
 from p2m.tools.generate import curate, generate_examples
@@ -363,20 +364,10 @@ def run_planner(
     saver, conn = _checkpointer()
     config = {"configurable": {"thread_id": run_id}, "recursion_limit": 8 * plan.max_rounds + 10}
     _log(progress, f"run {run_id} → {folder} (planner: target {plan.target}, decider {plan.decider})")
-    try:
+    with recorded(store, run_id), contextlib.closing(r), contextlib.closing(conn):
         graph = build_graph(planner, saver)
         started = graph.get_state(config).next
         graph.invoke(None if started else {"round": 0, "scores": [], "elapsed": 0.0}, config)
-        store.set_status(run_id, "complete", stage="done")
-    except KeyboardInterrupt:
-        store.set_status(run_id, "interrupted", error="interrupted by the user")
-        raise RunInterrupted(f"interrupted; what was done is kept: `p2m resume {run_id}` continues") from None
-    except BaseException as e:
-        store.set_status(run_id, "failed", error=str(e)[:500])
-        raise
-    finally:
-        r.close()
-        conn.close()
     report = json.loads((folder / "report.json").read_text())
     return RunResult(run_id, folder, TaskSpec.from_dict(report["task"]), report)
 
