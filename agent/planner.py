@@ -270,7 +270,8 @@ class _Planner:
             r.store.stage_done(r.run_id, key, stats)
         if r.store.stage_info(r.run_id, f"curate:{k}") is None:
             rows = r.store.examples(r.run_id, kept=None, source_prefix="generated:")
-            updates, report = curate(rows, spec, seed=r.opts.train.seed)
+            # targeted rounds add to some labels on purpose: a looser balance cap keeps what they added
+            updates, report = curate(rows, spec, seed=r.opts.train.seed, balance=3.0)
             later = {x["id"] for x in rows if (x["quality"] or {}).get("round", 0) > 0}
             for u in updates:  # validation stays what it was after the first round
                 if u["id"] in later and u.get("split") == "validation":
