@@ -265,8 +265,14 @@ class _Planner:
             def store_rows(rows: list[dict[str, Any]]) -> None:
                 r.store.add_examples(r.run_id, [{**row, "quality": {"round": k}} for row in rows])
 
+            hints = {}
+            if args.get("style") == "confusable":  # write examples that separate the confused labels
+                for true, pred in args.get("pairs") or []:
+                    for a, b in ((true, pred), (pred, true)):
+                        if a in labels and a not in hints:
+                            hints[a] = f" It must be clearly {a}, not {b}."
             stats = generate_examples(sub, r.llm, cfg, start_index=r.store.max_request_index(r.run_id) + 1,
-                                      counts=counts, on_rows=store_rows, run_id=r.run_id)  # fmt: skip
+                                      counts=counts, on_rows=store_rows, run_id=r.run_id, extra_hints=hints)  # fmt: skip
             r.store.stage_done(r.run_id, key, stats)
         if r.store.stage_info(r.run_id, f"curate:{k}") is None:
             rows = r.store.examples(r.run_id, kept=None, source_prefix="generated:")

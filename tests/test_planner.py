@@ -50,6 +50,9 @@ def test_rule_planner_rounds_until_the_round_limit_and_explains(fake_llm, fake_c
     assert res.report["planner"]["rounds"] >= 2 and len(res.report["planner"]["scores"]) >= 2
     more = [d for d in decisions if d["action"] == "generate_more" and d["args"].get("round") == 1]
     assert more and more[0]["args"]["n"] > 0 and "weakest labels" in more[0]["reason"]
+    if more[0]["args"]["style"] == "confusable":  # the requests name the label they must not look like
+        asked = [str(h) for h in fake_chat.history]
+        assert any("It must be clearly" in a for a in asked)
     rows = store.examples(res.run_id, kept=True, source_prefix="generated:")
     later = [r for r in rows if (r["quality"] or {}).get("round", 0) > 0]
     assert later and all(r["split"] == "train" for r in later)  # validation stays fixed after round 0

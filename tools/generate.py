@@ -82,8 +82,8 @@ def _length_bounds(spec: TaskSpec) -> tuple[int, int]:
     return max(8, min(lengths) // 3), int(min(600, max(120, 2.5 * max(lengths))))
 
 
-def request_messages(spec: TaskSpec, label: str, index: int) -> list[tuple[str, str]]:
-    """The chat messages of generation request `index` for `label`."""
+def request_messages(spec: TaskSpec, label: str, index: int, extra: str = "") -> list[tuple[str, str]]:
+    """The chat messages of generation request `index` for `label` (`extra`: a sentence added to the request)."""
     demos = [i for i, o in spec.demonstrations if o == label]
     examples = (
         "\n".join(f"- {d}" for d in demos) or f"- (none given; {spec.label_descriptions.get(label, label)})"
@@ -91,7 +91,7 @@ def request_messages(spec: TaskSpec, label: str, index: int) -> list[tuple[str, 
     system = load_prompt("generate_system").format(
         instruction=spec.instruction, label=label, examples=examples
     )
-    hint = _HINTS[(index // max(1, len(spec.labels))) % len(_HINTS)]
+    hint = _HINTS[(index // max(1, len(spec.labels))) % len(_HINTS)] + extra
     user = load_prompt("generate_user").format(label=label, input_kind=spec.input_kind, hint=hint)
     return [("system", system), ("user", user)]
 
@@ -130,6 +130,7 @@ def generate_examples(
     on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
     run_id: str = "",
     progress: Any = None,
+    extra_hints: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Ask the teacher for inputs, label by label, until each label has its share or a budget is spent.
 
@@ -142,6 +143,7 @@ def generate_examples(
         on_rows: receives each batch of raw rows (kept or not) to persist them at once.
         run_id: recorded in each row's source.
         progress: a tqdm-like object updated per usable example.
+        extra_hints: a sentence per label added to its requests (the planner's "confusable" rounds).
 
     Returns:
         {"requests", "usable", "seconds", "stopped_by"}.
@@ -178,7 +180,7 @@ def generate_examples(
         # Request i belongs to a fixed label (blocks of `block` per label, round robin) and seed.
         while counts[label := labels[(index // config.block) % len(labels)]] + inflight[label] >= want:
             index += 1
-        messages = request_messages(spec, label, index)
+        messages = request_messages(spec, label, index, (extra_hints or {}).get(label, ""))
         fut = pool.submit(
             llm.json, messages, schema, temperature=config.temperature, seed=config.seed + index,
             max_tokens=config.max_tokens, purpose="generate",
