@@ -100,6 +100,8 @@ class VectorIndex:
         self.chroma_url = chroma_url
         self._lock = threading.RLock()
         self._collections: dict[str, Any] = {}
+        # a server is reached first, so an unreachable one leaves nothing behind on disk
+        self._client = self._connect() if chroma_url else None
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -112,7 +114,8 @@ class VectorIndex:
             raise ConfigError(
                 f"the index at {self.folder} is unreadable ({e}); remove that folder and run `p2m index build`"
             ) from e
-        self._client = self._connect()
+        if self._client is None:
+            self._client = self._connect()
 
     def _connect(self) -> Any:
         import chromadb

@@ -195,9 +195,10 @@ def test_cli_index_add_and_its_errors(tmp_path, capsys) -> None:
     )
 
 
-def test_unreachable_chroma_server_is_a_clear_error() -> None:
+def test_unreachable_chroma_server_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(ConfigError, match="cannot open the Chroma server"):
-        VectorIndex(Path("unused"), chroma_url=f"http://127.0.0.1:{closed_port()}")
+        VectorIndex(tmp_path / "index", chroma_url=f"http://127.0.0.1:{closed_port()}")
+    assert not (tmp_path / "index").exists()  # nothing half-written
 
 
 @pytest.mark.slow
