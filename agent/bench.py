@@ -114,10 +114,15 @@ def run_bench(
     limit: int = 300,
     target: float | None = None,
     ceiling: bool = True,
+    teacher: bool = True,
     progress: bool = True,
     plan: Any = None,
 ) -> dict[str, Any]:
-    """Run one bench task and write its result JSON to `out_file` (with the planner when `plan` is given)."""
+    """Run one bench task and write its result JSON to `out_file` (with the planner when `plan` is given).
+
+    `teacher=False` skips the teacher's zero-shot baseline (for repeated runs of a task whose baseline
+    is already measured); the result then has `teacher: null` and no speed-up.
+    """
     task_dir = Path(task_dir)
     task = load_task(task_dir)
     rows = load_jsonl_pairs(task_dir / "test.jsonl")[:limit]
@@ -142,7 +147,7 @@ def run_bench(
     srep = classification_report([y for _, y in rows], preds, task["labels"])
     report = res.report
     params = _count_params(res.folder / "model")
-    teacher = _teacher_zero_shot(task, rows, options, progress)
+    zero_shot = _teacher_zero_shot(task, rows, options, progress) if teacher else None
     ceil = _ceiling(task_dir, task, rows, options, progress) if ceiling else None
     gen, cur = report["data"]["generation"], report["data"]["curation"]
     result = {
@@ -156,7 +161,7 @@ def run_bench(
             "params": params,
             "macro_f1": srep.scores["macro_f1"],
         },
-        "teacher": teacher,
+        "teacher": zero_shot,
         "ceiling": ceil,
         "pipeline": {
             "seconds": round(pipeline_seconds, 1),
@@ -172,7 +177,7 @@ def run_bench(
         },
         "run": res.run_id,
         "target": target,
-        "speedup": round(teacher["ms_per_example"] / max(student_ms, 1e-9), 1),
+        "speedup": round(zero_shot["ms_per_example"] / max(student_ms, 1e-9), 1) if zero_shot else None,
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     out_file.write_text(json.dumps(result, indent=2))
@@ -200,13 +205,18 @@ def _prod(shape: list[int]) -> int:
 def format_result(r: dict[str, Any]) -> str:
     """A short table of one bench result."""
     ceil = f"{r['ceiling']['score']:.3f}" if r.get("ceiling") else "—"
-    p = r["pipeline"]
+    p, t = r["pipeline"], r.get("teacher")
+    teacher = (
+        f"  teacher  {t['score']:.3f}   {t['ms_per_example']:.2f} ms/ex   zero-shot, {t['model']}\n"
+        f"  ceiling  {ceil}   (same student on train.jsonl)\n"
+        f"  student is {r['speedup']}x faster per example than the teacher\n"
+        if t
+        else f"  teacher  —   (skipped: --no-teacher)\n  ceiling  {ceil}   (same student on train.jsonl)\n"
+    )
     return (
         f"\n{r['task']} ({r['metric']}, {r['n_test']} test rows)\n"
         f"  student  {r['student']['score']:.3f}   {r['student']['ms_per_example']:.2f} ms/ex   {r['student']['model']}\n"
-        f"  teacher  {r['teacher']['score']:.3f}   {r['teacher']['ms_per_example']:.2f} ms/ex   zero-shot, {r['teacher']['model']}\n"
-        f"  ceiling  {ceil}   (same student on train.jsonl)\n"
-        f"  student is {r['speedup']}x faster per example than the teacher\n"
-        f"  pipeline {p['seconds']:.0f}s, {p['examples_generated']} generated, {p['examples_kept']} kept,"
+        + teacher
+        + f"  pipeline {p['seconds']:.0f}s, {p['examples_generated']} generated, {p['examples_kept']} kept,"
         f" {p['llm_calls']} LLM calls, {p['llm_tokens']} tokens"
     )

@@ -308,11 +308,14 @@ def serve(run_id: str, host: str, port: int | None, share: bool, home: str | Non
 )
 @click.option("--limit", type=int, default=300, show_default=True, help="Score the first N test rows.")
 @click.option("--no-ceiling", is_flag=True, help="Skip training the student on train.jsonl.")
+@click.option(
+    "--no-teacher", is_flag=True, help="Skip the teacher's zero-shot baseline (when already measured)."
+)
 @_run_options
 @_plan_options
 @click.option("--home", type=click.Path(file_okay=False))
 @click.option("-q", "--quiet", is_flag=True)
-def bench(task_dir: str, out_file: str, limit: int, no_ceiling: bool, home: str | None,
+def bench(task_dir: str, out_file: str, limit: int, no_ceiling: bool, no_teacher: bool, home: str | None,
           quiet: bool, **kw: Any) -> None:  # fmt: skip
     """Run the pipeline on a bench task's prompt alone, then score it on the task's test rows.
 
@@ -327,7 +330,7 @@ def bench(task_dir: str, out_file: str, limit: int, no_ceiling: bool, home: str 
 
     _home(home)
     result = run_bench(task_dir, out_file, _options(kw), limit=limit, target=kw["target"], ceiling=not no_ceiling,
-                       progress=not quiet, plan=_plan(kw))  # fmt: skip
+                       teacher=not no_teacher, progress=not quiet, plan=_plan(kw))  # fmt: skip
     click.echo(format_result(result))
 
 
