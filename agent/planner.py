@@ -295,8 +295,16 @@ class _Planner:
         rounds = [r.store.stage_info(r.run_id, f"train:{i}") for i in range(state.get("round", 0) + 1)]
         cands = [c for info in rounds if info for c in info["candidates"]]
         best = max(cands, key=lambda c: (c["score"], c["macro_f1"]))
-        gen = r.store.stage_info(r.run_id, "generate") or {}
-        cur = r.store.stage_info(r.run_id, "curate") or {}
+        n = state.get("round", 0)
+        gens = [
+            r.store.stage_info(r.run_id, key)
+            for key in ["generate", *(f"generate:{k}" for k in range(1, n + 1))]
+        ]
+        gen = _sum_generation([g for g in gens if g])
+        curs = [
+            r.store.stage_info(r.run_id, key) for key in ["curate", *(f"curate:{k}" for k in range(1, n + 1))]
+        ]
+        cur = next((c for c in reversed(curs) if c), {})  # the last curation saw every generated row
         retrieved = r.store.stage_info(r.run_id, "retrieve")
         report = r.deploy(spec, gen, cur, {"best": best, "candidates": cands}, self.eval_pairs, retrieved)
         report["planner"] = {"scores": state.get("scores", []), "stopped": state.get("stopped"),
@@ -304,6 +312,21 @@ class _Planner:
         (r.folder / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
         write_plot(r.store, r.run_id, r.folder / "trajectory.png")
         return {}
+
+
+def _sum_generation(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The generation stats of every round together (the report counts all rounds, not the first)."""
+    if not rounds:
+        return {}
+    total = dict(rounds[0])
+    for g in rounds[1:]:
+        for key in ("requests", "usable", "seconds"):
+            total[key] = total.get(key, 0) + g.get(key, 0)
+        total["stopped_by"] = g.get("stopped_by", total.get("stopped_by"))
+    total["rounds"] = len(rounds)
+    if total.get("seconds"):
+        total["kept_per_second"] = round(total.get("usable", 0) / total["seconds"], 3)
+    return total
 
 
 def _index_has_data(r: _Run) -> bool:

@@ -56,6 +56,8 @@ def test_rule_planner_rounds_until_the_round_limit_and_explains(fake_llm, fake_c
     rows = store.examples(res.run_id, kept=True, source_prefix="generated:")
     later = [r for r in rows if (r["quality"] or {}).get("round", 0) > 0]
     assert later and all(r["split"] == "train" for r in later)  # validation stays fixed after round 0
+    gen = res.report["data"]["generation"]  # the report counts every round's generation
+    assert gen["rounds"] == res.report["planner"]["rounds"] and gen["usable"] >= len(rows)
     assert (res.folder / "trajectory.png").stat().st_size > 1000
     assert (res.folder / "model").is_dir()
 
