@@ -22,7 +22,7 @@ from p2m.errors import ConfigError, P2MError
 from p2m.memory import RunStore
 
 __all__ = ["SessionManager", "build_app", "launch", "chat_view", "status_view", "data_rows",
-           "parse_ids", "DATA_COLUMNS"]  # fmt: skip
+           "parse_ids", "history_rows", "DATA_COLUMNS"]  # fmt: skip
 
 DATA_COLUMNS = ["id", "label", "source", "split", "kept", "drop reason", "input"]
 _STAGES = ["generate", "curate", "train", "deploy", "done"]
@@ -77,6 +77,20 @@ def parse_ids(text: str) -> list[int]:
     if bad or not parts:
         raise ConfigError(f"type example ids (numbers from the id column), not {' '.join(bad) or 'nothing'}")
     return [int(p) for p in parts]
+
+
+def history_rows(store: RunStore, ids: list[str]) -> list[list[Any]]:
+    """The run history table: one row per chat session, newest first."""
+    import time
+
+    out = []
+    for sid in reversed(ids):
+        run = store.get_run(sid)
+        versions = (run["config"].get("chat") or {}).get("versions") or []
+        best = max((v["score"] for v in versions), default=None)
+        out.append([sid, run["status"], run["stage"], len(versions), "—" if best is None else f"{best:.3f}",
+                    time.strftime("%Y-%m-%d %H:%M", time.localtime(run["created"]))])  # fmt: skip
+    return out
 
 
 # sessions ---------------------------------------------------------------------------------------
@@ -272,6 +286,10 @@ def build_app(manager: SessionManager) -> Any:
         except P2MError as e:
             return None, f"Error: {e}"
 
+    def sessions() -> tuple[Any, list[list[Any]]]:
+        ids = manager.session_ids()
+        return gr.update(choices=ids), history_rows(manager.store, ids)
+
     def switch(choice: str) -> tuple[str, str]:
         return (choice or ""), ""
 
@@ -322,6 +340,8 @@ def build_app(manager: SessionManager) -> Any:
                     label="Re-attach to a session", choices=[], allow_custom_value=True
                 )
                 reload_btn = gr.Button("List sessions")
+                runs = gr.Dataframe(headers=["session", "status", "stage", "versions", "best accuracy", "started"],
+                                    interactive=False, label="Run history", elem_id="runs")  # fmt: skip
 
         outputs = [sid, seen, chat, status, plot, table, versions]
         app.load(on_load, None, [sid, token]).then(refresh, [sid, token, seen], outputs)
@@ -334,7 +354,8 @@ def build_app(manager: SessionManager) -> Any:
         demo_btn.click(classify, [demo_in, sid, token], demo_out)
         demo_in.submit(classify, [demo_in, sid, token], demo_out)
         dl_btn.click(download, [sid, token], [dl_file, dl_msg])
-        reload_btn.click(lambda: gr.update(choices=manager.session_ids()), None, pick_session)
+        reload_btn.click(sessions, None, [pick_session, runs])
+        app.load(sessions, None, [pick_session, runs])
         pick_session.input(switch, pick_session, [sid, seen])
         new_btn.click(lambda: ("", uuid.uuid4().hex, ""), None, [sid, token, seen])
     return app

@@ -10,6 +10,7 @@ import pytest
 from p2m.agent.chat import MAX_MESSAGE, ChatSession
 from p2m.agent.intents import parse_intent
 from p2m.agent.pipeline import RunOptions, open_store
+from p2m.agent.refine import mentions
 from p2m.tools.generate import GenConfig
 from p2m.tools.llm import LLMClient
 from p2m.tools.train import TrainConfig
@@ -236,3 +237,22 @@ def test_two_threads_on_one_session_do_not_interleave(fake_llm) -> None:
         t.join()
     busy = [r for r in replies if "still working" in r[0]]
     assert len(s.versions) + len(busy) == 3
+
+
+@pytest.mark.slow
+def test_the_embedded_teacher_session_handles_the_common_intents() -> None:
+    """With the real 135M teacher: the task, a new label and a dropped word, read by the parser alone."""
+    opts = RunOptions(gen=GenConfig(examples=12, minutes=3), train=TrainConfig(epochs=1), finetune=False,
+                      retrieve=False)  # fmt: skip
+    s = ChatSession(options=opts)
+    try:
+        s.handle(PROMPT)
+        assert s.versions and s.spec().labels == ["billing", "bug", "other"]
+        s.handle("add a label refund")
+        assert s.spec().labels[-1] == "refund" and len(s.versions) == 2
+        s.handle("drop examples that mention charged")
+        assert not any(mentions(r["input"], "charged") for r in open_store().examples(s.run_id, kept=True)
+                       if r["source"] != "prompt")  # fmt: skip
+        assert open_store().ledger(s.run_id)["calls"] > 0
+    finally:
+        s.close()

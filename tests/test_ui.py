@@ -7,7 +7,7 @@ import time
 import pytest
 
 from p2m.agent.pipeline import RunOptions
-from p2m.agent.ui import SessionManager, chat_view, data_rows, parse_ids, status_view
+from p2m.agent.ui import SessionManager, chat_view, data_rows, history_rows, parse_ids, status_view
 from p2m.errors import ConfigError
 from p2m.tools.generate import GenConfig
 from p2m.tools.train import TrainConfig
@@ -71,3 +71,5 @@ def test_manager_works_in_the_background_and_a_new_page_reattaches(fake_llm) -> 
     again = other.get(draft.run_id)
     assert again.versions == draft.versions and len(again.messages()) == len(draft.messages())
     assert other.session_ids() == [draft.run_id]
+    rows = history_rows(other.store, other.session_ids())
+    assert rows[0][:4] == [draft.run_id, "complete", "done", 1]

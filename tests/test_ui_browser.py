@@ -79,7 +79,7 @@ def ui_url(tmp_path):
             print((tmp_path / "ui.log").read_text()[-3000:])
 
 
-def test_chat_refine_demo_and_data_in_a_browser(ui_url) -> None:
+def test_chat_refine_demo_and_data_in_a_browser(ui_url, tmp_path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -119,6 +119,17 @@ def test_chat_refine_demo_and_data_in_a_browser(ui_url) -> None:
         expect(chat).to_contain_text("I did not understand", timeout=30_000)
         assert page.evaluate("window.__xss") is None and not dialogs
 
+        # an empty message, markup in data, a malformed upload: clear replies, nothing runs, nothing is lost
+        say("   ")
+        expect(chat).to_contain_text("Your message is empty", timeout=30_000)
+        say("<script>window.__xss=3</script> money back please -> refund")
+        expect(chat).to_contain_text("Version 3 trained", timeout=SLOW)
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text('{"input": "no output here"}\n')
+        page.locator("#upload input[type=file], input[type=file]").first.set_input_files(str(bad))
+        expect(chat).to_contain_text("Error: bad.jsonl line 1 is not a JSON object", timeout=30_000)
+        assert page.evaluate("window.__xss") is None and not dialogs
+
         page.get_by_role("tab", name="Demo").click()
         page.locator("#demo-in textarea").fill("please refund the payment on my card")
         page.locator("#classify").click()
@@ -136,6 +147,10 @@ def test_chat_refine_demo_and_data_in_a_browser(ui_url) -> None:
         page.locator("#drop").click()
         expect(page.locator("#drop-msg")).to_contain_text("Dropped 1 example", timeout=30_000)
         expect(table).to_contain_text("user: dropped by hand", timeout=30_000)
+        expect(table).to_contain_text(
+            "<script>window.__xss=3</script> money back please"
+        )  # data shown as text
+        assert page.evaluate("window.__xss") is None
         shot("05-data-drop-an-example")
 
         # a reload and a second tab re-attach to the same session; nothing is lost
@@ -149,5 +164,7 @@ def test_chat_refine_demo_and_data_in_a_browser(ui_url) -> None:
         page.get_by_role("tab", name="Download & history").click()
         page.locator("#prepare-download").click()
         expect(page.locator("#download")).to_contain_text(".zip", timeout=60_000)
+        page.locator("button", has_text="List sessions").click()
+        expect(page.locator("#runs")).to_contain_text("classify-customer-support", timeout=30_000)
         shot("06-download-and-history")
         browser.close()
