@@ -25,7 +25,7 @@ from p2m.memory import ResponseCache, RunStore, home_dir
 from p2m.tools.parse import parse_task
 from p2m.tools.types import Decision, TaskSpec
 
-__all__ = ["ChatSession", "HELP", "MAX_MESSAGE"]
+__all__ = ["ChatSession", "HELP", "MAX_MESSAGE", "looks_foreign"]
 
 MAX_MESSAGE = 20_000  # characters; longer messages are refused with a clear reply (nothing is cut silently)
 
@@ -214,6 +214,13 @@ class ChatSession:
             self._say(
                 "Which labels should the model choose from? For example: 'labels: billing, bug, other'."
             )
+        elif not self.state.get("asked_language") and looks_foreign(spec):
+            self.state["asking"], self.state["asked_language"] = "language", True
+            self._save()
+            self._say(
+                "Your description does not read like English. Which language should the examples be written in"
+                " (e.g. 'Spanish')? (Say 'go' to keep English.)"
+            )
         elif spec.input_kind == "text" and not spec.demonstrations and not self.state["asked_kind"]:
             self.state["asking"], self.state["asked_kind"] = "input_kind", True
             self._save()
@@ -353,11 +360,18 @@ class ChatSession:
         base = spec.instruction.split("\nWrite every input in ")[0]
         spec = dataclasses.replace(spec, language=code, instruction=f"{base}\nWrite every input in {lang}.")
         n = self._drop_generated(lambda x: True, f"{USER_DROP} language changed to {code}")
+        if self.state["asking"] == "language":
+            self.state["asking"] = None
         self._new_version(spec, f"examples in {lang}", intent)
+        if not self.state["versions"]:
+            self._say(f"Every example will be written in {lang}.")
+            if not self.state["asking"]:
+                self._ask_or_run(spec)
+            return
         self._say(
             f"From now on every example is written in {lang}; I set aside {n} earlier ones and regenerate."
         )
-        self._run_if_started(spec, spec.labels, f"in {lang}")
+        self._run(spec, spec.labels, f"in {lang}")
 
     def _on_bigger_model(self, intent: Intent, spec: TaskSpec, message: str) -> None:
         opts = self.options
@@ -482,6 +496,23 @@ class ChatSession:
                 f"metric: {spec.metric}{demos}.")  # fmt: skip
 
 
+_EN = set("the a an of and to is are as for in on with this that each or it be".split())
+_OTHER = set("el la los las de que y en un una por para como es del le les des et est une du der die das und ist "
+             "ein eine mit il di che per sono um uma para com não ou".split())  # fmt: skip
+
+
+def looks_foreign(spec: TaskSpec) -> bool:
+    """Whether the description reads like another language than English (then the agent asks which)."""
+    import re
+
+    text = " ".join([spec.instruction, *(i for i, _ in spec.demonstrations)])
+    letters = [c for c in text if c.isalpha()]
+    if letters and sum(not c.isascii() for c in letters) / len(letters) > 0.3:
+        return True
+    words = re.findall(r"[^\W\d_]+", text.lower())
+    return sum(w in _OTHER for w in words) > max(2, 2 * sum(w in _EN for w in words))
+
+
 def _new_state() -> dict[str, Any]:
-    return {"asking": None, "asked_kind": False, "versions": [], "hints": {}, "banned": [], "deployed": None,
+    return {"asking": None, "asked_kind": False, "asked_language": False, "versions": [], "hints": {}, "banned": [], "deployed": None,
             "decision_mark": 0, "pending": []}  # fmt: skip

@@ -96,7 +96,7 @@ def parse_intent(message: str, has_task: bool, asking: str | None = None) -> Int
     Args:
         message: what the user wrote.
         has_task: whether the session already has a task (otherwise a description is a new task).
-        asking: the clarifying question the agent is waiting on ("labels" or "input_kind"), if any.
+        asking: the clarifying question the agent is waiting on ("labels", "language", "input_kind"), if any.
     """
     text = message.strip()
     if not has_task:
@@ -105,6 +105,10 @@ def parse_intent(message: str, has_task: bool, asking: str | None = None) -> Int
         labels = parse_labels(m["rest"])
         if len(labels) >= 2:
             return Intent("set_labels", {"labels": labels})
+    if asking == "language":
+        named = [w for w in re.findall(r"[A-Za-z]+", text.lower()) if w in LANGUAGES]
+        if named:
+            return Intent("language", {"language": named[0]})
     if asking == "input_kind" and not _GO.match(text):
         m = _KIND_ANSWER.match(text)
         kind = m["kind"] if m else text.strip(" .!") if len(text.split()) <= 4 else None

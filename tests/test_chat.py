@@ -172,6 +172,19 @@ def test_clarifying_questions_only_where_the_spec_is_ambiguous(fake_llm) -> None
     assert [v[0] for v in [open_store().task_version(s.run_id, i) for i in (1, 2, 3)]] == [1, 2, 3]
 
 
+def test_the_language_is_asked_when_the_examples_are_not_english(fake_llm, fake_chat) -> None:
+    s = ChatSession(options=_opts(), llm=fake_llm)
+    out = s.handle("Classify tweets as positive or negative.\nInput: me encanta este producto, es el mejor de la"
+                   " tienda\nOutput: positive\nInput: es una porquería de la peor calidad que he comprado\nOutput: negative")  # fmt: skip
+    assert "Which language" in out[-1] and not s.versions
+    out = s.handle("spanish please")
+    assert s.spec().language == "es" and "Version 2 trained" in out[-1]
+    asked = [h["messages"][0][1] for h in fake_chat.history if "Write a new" in h["messages"][-1][1]]
+    assert asked and all("Write every input in Spanish." in a for a in asked)
+    s2 = ChatSession(options=_opts(), llm=fake_llm)
+    assert "Version 1 trained" in s2.handle(PROMPT)[-1]  # English: no question
+
+
 def test_bad_input_gets_a_clear_reply_and_nothing_is_lost(fake_llm, tmp_path) -> None:
     s = ChatSession(options=_opts(), llm=fake_llm)
     assert "empty" in s.handle("   ")[0]
