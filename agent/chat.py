@@ -17,27 +17,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from p2m.agent.intents import LANGUAGES, Intent, llm_intent, parse_intent
+from p2m.agent.intents import HELP, LANGUAGES, Intent, llm_intent, looks_foreign, parse_intent
 from p2m.agent.pipeline import RunOptions, _Run, open_run, open_store
-from p2m.agent.refine import USER_DROP, compare, drop_where, mentions, read_upload, sample, train_version
+from p2m.agent.refine import (
+    USER_DROP,
+    compare,
+    drop_where,
+    history_table,
+    mentions,
+    read_upload,
+    sample,
+    train_version,
+)
 from p2m.errors import ConfigError, P2MError
 from p2m.memory import ResponseCache, RunStore, home_dir
 from p2m.tools.parse import parse_task
 from p2m.tools.types import Decision, TaskSpec
 
-__all__ = ["ChatSession", "HELP", "MAX_MESSAGE", "looks_foreign"]
+__all__ = ["ChatSession", "MAX_MESSAGE"]
 
 MAX_MESSAGE = 20_000  # characters; longer messages are refused with a clear reply (nothing is cut silently)
-
-HELP = """I build a small classifier from your description, then refine it with you. You can say:
-- "add a label refund" / "remove the label other" / "labels: billing, bug, other"
-- "the billing examples are too short" (or too long)
-- paste real examples as `Input: …` / `Output: …` pairs or `text -> label` lines (or upload a file)
-- "drop examples that mention prices"
-- "write them in Spanish"
-- "use a bigger model" / "retrain"
-- "why did you do that?" / "history"
-- "stop and deploy\""""
 
 _LENGTH_HINT = {"short": "Write two or three full sentences with concrete details.",
                 "long": "Keep it to one short sentence."}  # fmt: skip
@@ -423,10 +422,7 @@ class ChatSession:
         if not self.state["versions"]:
             self._say("No version is trained yet.")
             return
-        lines = ["| version | change | accuracy | macro-F1 | training examples |", "|---|---|---|---|---|"]
-        lines += [f"| v{v['version']} | {v['note']} | {v['score']:.3f} | {v['macro_f1']:.3f} | {v['n_train']} |"
-                  for v in self.state["versions"]]  # fmt: skip
-        self._say("\n".join(lines))
+        self._say(history_table(self.state["versions"]))
 
     def _on_help(self, intent: Intent, spec: Any, message: str) -> None:
         self._say(HELP)
@@ -442,6 +438,10 @@ class ChatSession:
         """Drop examples by id (the UI's data table); the next version trains without them."""
         if not self.run_id:
             raise ConfigError("there is no task yet")
+        if self.busy:
+            raise ConfigError(
+                f"I am working on {self.working_on or 'a message'}; drop examples when it is done"
+            )
         wanted = set(ids)
         n = drop_where(self.store, self.run_id, lambda x: x["id"] in wanted, f"{USER_DROP} dropped by hand")
         text = f"Dropped {n} example{'s' * (n != 1)} by hand. Say 'retrain' to train without them."
@@ -494,23 +494,6 @@ class ChatSession:
         labels = ", ".join(spec.labels) if spec.labels else "(none found yet)"
         return (f"Task v{v}: classify each {spec.input_kind} as one of: {labels}. Language: {spec.language}; "
                 f"metric: {spec.metric}{demos}.")  # fmt: skip
-
-
-_EN = set("the a an of and to is are as for in on with this that each or it be".split())
-_OTHER = set("el la los las de que y en un una por para como es del le les des et est une du der die das und ist "
-             "ein eine mit il di che per sono um uma para com não ou".split())  # fmt: skip
-
-
-def looks_foreign(spec: TaskSpec) -> bool:
-    """Whether the description reads like another language than English (then the agent asks which)."""
-    import re
-
-    text = " ".join([spec.instruction, *(i for i, _ in spec.demonstrations)])
-    letters = [c for c in text if c.isalpha()]
-    if letters and sum(not c.isascii() for c in letters) / len(letters) > 0.3:
-        return True
-    words = re.findall(r"[^\W\d_]+", text.lower())
-    return sum(w in _OTHER for w in words) > max(2, 2 * sum(w in _EN for w in words))
 
 
 def _new_state() -> dict[str, Any]:

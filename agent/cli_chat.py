@@ -76,10 +76,15 @@ def register(cli: click.Group, run_options: Callable, options: Callable[[dict[st
             while (m := _read_message()) is not None:
                 if m.strip() in ("/quit", "/exit"):
                     break
-                if m.strip().startswith("/upload "):
-                    s.handle("", files=[m.strip()[8:].strip()])
-                    continue
-                s.handle(m)
+                try:
+                    if m.strip().startswith("/upload "):
+                        s.handle("", files=[m.strip()[8:].strip()])
+                    else:
+                        s.handle(m)
+                except KeyboardInterrupt:  # stops the work, not the session
+                    click.echo(
+                        "\n(stopped; what was done is kept — say 'retrain' to train the current version)"
+                    )
         finally:
             s.close()
             if s.run_id:

@@ -14,8 +14,18 @@ from typing import Any
 
 from p2m.tools.parse import find_label_lists, split_demonstrations
 from p2m.tools.prompts import load_prompt
+from p2m.tools.types import TaskSpec
 
-__all__ = ["Intent", "KINDS", "LANGUAGES", "parse_intent", "llm_intent", "parse_labels"]
+__all__ = [
+    "HELP",
+    "Intent",
+    "KINDS",
+    "LANGUAGES",
+    "parse_intent",
+    "llm_intent",
+    "parse_labels",
+    "looks_foreign",
+]
 
 KINDS = (
     "task", "add_label", "remove_label", "set_labels", "input_kind", "length", "examples", "drop_word",
@@ -27,6 +37,16 @@ LANGUAGES = {
     "dutch": "nl", "chinese": "zh", "japanese": "ja", "russian": "ru", "arabic": "ar", "hindi": "hi",
     "korean": "ko", "polish": "pl", "turkish": "tr", "swedish": "sv", "greek": "el", "czech": "cs",
 }  # fmt: skip
+
+HELP = """I build a small classifier from your description, then refine it with you. You can say:
+- "add a label refund" / "remove the label other" / "labels: billing, bug, other"
+- "the billing examples are too short" (or too long)
+- paste real examples as `Input: …` / `Output: …` pairs or `text -> label` lines (or upload a file)
+- "drop examples that mention prices"
+- "write them in Spanish"
+- "use a bigger model" / "retrain"
+- "why did you do that?" / "history"
+- "stop and deploy\""""
 
 
 @dataclass
@@ -198,3 +218,18 @@ def llm_intent(llm: Any, message: str, context: dict[str, Any]) -> Intent | None
     if kind in ("add_label", "remove_label") and not args["label"]:
         return None
     return Intent(kind, args, by="llm")
+
+
+_EN = set("the a an of and to is are as for in on with this that each or it be".split())
+_OTHER = set("el la los las de que y en un una por para como es del le les des et est une du der die das und ist "
+             "ein eine mit il di che per sono um uma para com não ou".split())  # fmt: skip
+
+
+def looks_foreign(spec: TaskSpec) -> bool:
+    """Whether the description reads like another language than English (then the agent asks which)."""
+    text = " ".join([spec.instruction, *(i for i, _ in spec.demonstrations)])
+    letters = [c for c in text if c.isalpha()]
+    if letters and sum(not c.isascii() for c in letters) / len(letters) > 0.3:
+        return True
+    words = re.findall(r"[^\W\d_]+", text.lower())
+    return sum(w in _OTHER for w in words) > max(2, 2 * sum(w in _EN for w in words))

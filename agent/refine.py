@@ -22,7 +22,16 @@ from p2m.tools.generate import curate, generate_examples
 from p2m.tools.train import finetune, label_prototypes, train_quick
 from p2m.tools.types import TaskSpec
 
-__all__ = ["train_version", "compare", "sample", "drop_where", "mentions", "read_upload", "USER_DROP"]
+__all__ = [
+    "train_version",
+    "compare",
+    "history_table",
+    "sample",
+    "drop_where",
+    "mentions",
+    "read_upload",
+    "USER_DROP",
+]
 
 USER_DROP = "user:"  # drop reasons the user caused start with this; curation never revives them
 
@@ -167,6 +176,14 @@ def compare(prev: dict[str, Any] | None, new: dict[str, Any]) -> str:
         if isinstance(x, int) and isinstance(y, int) and not isinstance(x, bool):
             delta = f"{y - x:+d}"
         lines.append(f"| {name} | {_fmt(x)} | {_fmt(y)} | {delta} |")
+    return "\n".join(lines)
+
+
+def history_table(versions: list[dict[str, Any]]) -> str:
+    """A markdown table of every trained version: its change and its metrics."""
+    lines = ["| version | change | accuracy | macro-F1 | training examples |", "|---|---|---|---|---|"]
+    lines += [f"| v{v['version']} | {v['note']} | {v['score']:.3f} | {v['macro_f1']:.3f} | {v['n_train']} |"
+              for v in versions]  # fmt: skip
     return "\n".join(lines)
 
 
