@@ -105,6 +105,9 @@ def test_chat_refine_demo_and_data_in_a_browser(ui_url, tmp_path) -> None:
         expect(chat).to_contain_text("Version 1 trained", timeout=SLOW)
         expect(page.locator("#status")).to_contain_text("v1 accuracy", timeout=30_000)
         shot("02-first-version")
+        page.evaluate("""() => { for (const e of document.querySelectorAll('#chat *'))
+                                   if (e.scrollHeight > e.clientHeight + 20) e.scrollTop = 0; }""")
+        shot("02b-restated-task-and-sample")
 
         say("add a label refund")
         expect(chat).to_contain_text("Version 2 trained", timeout=SLOW)
