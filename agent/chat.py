@@ -64,6 +64,7 @@ class ChatSession:
         self._stack = contextlib.ExitStack()
         self._busy = threading.Lock()
         self.working_on = ""
+        self._progress: tuple[int, int] | None = None  # (first request index, examples wanted) of the work
 
     # persistence --------------------------------------------------------------------------------
     @classmethod
@@ -449,6 +450,14 @@ class ChatSession:
             text += f" ({len(wanted) - n} of the ids were not kept examples of this task.)"
         return self._say(text)
 
+    def generated(self) -> tuple[int, int] | None:
+        """(examples written, examples wanted) by the version being made, for progress bars."""
+        if not self.busy or not self._progress or not self.run_id:
+            return None
+        since, want = self._progress
+        rows = self.store.examples(self.run_id, kept=None, source_prefix="generated:")
+        return sum(1 for x in rows if (x["request_index"] or -1) >= since and not x["drop_reason"]), want
+
     def _count(self, label: str) -> int:
         return sum(x["output"] == label for x in self.store.examples(self.run_id, kept=True))
 
@@ -477,6 +486,8 @@ class ChatSession:
         what = f"writing examples for {', '.join(generate)}, then " if generate else ""
         self._say(f"Working on version {version}: {what}training …")
         r = _Run(self.store, self.run_id, self.folder, "", self.options, False, self.llm)
+        per_label = -(-self.options.gen.examples // max(1, len(spec.labels)))
+        self._progress = (self.store.max_request_index(self.run_id) + 1, per_label * len(generate))
         rec = train_version(r, spec, version, generate, self.state["hints"], self.state["banned"])
         rec["note"] = note
         shown = sample(self.store, self.run_id, version)

@@ -36,12 +36,18 @@ def chat_view(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 
 def status_view(run: dict[str, Any] | None, ledger: dict[str, Any], versions: list[dict[str, Any]],
-                busy: bool, working_on: str = "") -> tuple[str, float]:  # fmt: skip
-    """The status line (markdown) and the progress fraction of the current work."""
+                busy: bool, working_on: str = "", generated: tuple[int, int] | None = None) -> tuple[str, float]:  # fmt: skip
+    """The status line (markdown) and the progress fraction of the current work.
+
+    `generated` is (examples written so far, examples wanted) for the version being made.
+    """
     if run is None:
         return "No task yet: describe one in the chat.", 0.0
     stage = run["stage"] if busy or run["status"] == "running" else "done"
-    frac = (_STAGES.index(stage) + (stage != "done") * 0.5) / (len(_STAGES) - 1) if stage in _STAGES else 0.0
+    part = 0.5
+    if stage == "generate" and generated and generated[1]:
+        part = min(1.0, generated[0] / generated[1])
+    frac = (_STAGES.index(stage) + (stage != "done") * part) / (len(_STAGES) - 1) if stage in _STAGES else 0.0
     state = f"working on {html.escape(working_on)}" if busy else run["status"]
     last = versions[-1] if versions else None
     metric = (
@@ -52,7 +58,8 @@ def status_view(run: dict[str, Any] | None, ledger: dict[str, Any], versions: li
     cost = (f"{ledger['calls']} LLM calls ({ledger['cached']} cached), "
             f"{ledger['prompt_tokens'] + ledger['completion_tokens']} tokens, {ledger['seconds']:.0f} s")  # fmt: skip
     bar = "█" * round(frac * 20) + "░" * (20 - round(frac * 20))
-    text = (f"**Session** `{run['id']}` · **{state}** · stage **{stage}** `{bar}` {frac:.0%}\n\n"
+    count = f" ({generated[0]}/{generated[1]} examples)" if stage == "generate" and generated else ""
+    text = (f"**Session** `{run['id']}` · **{state}** · stage **{stage}**{count} `{bar}` {frac:.0%}\n\n"
             f"**Latest**: {metric} · **Cost so far**: {cost}")  # fmt: skip
     if run["status"] == "failed" and run.get("error") and not busy:
         text += f"\n\n**Last error**: {html.escape(run['error'])}"
@@ -222,7 +229,7 @@ def build_app(manager: SessionManager) -> Any:
                                                                     "completion_tokens": 0, "seconds": 0}  # fmt: skip
         messages = s.messages()
         exps = manager.store.experiments(s.run_id) if s.run_id else []
-        status, _ = status_view(run, ledger, s.versions, s.busy, s.working_on)
+        status, _ = status_view(run, ledger, s.versions, s.busy, s.working_on, s.generated())
         n_rows = len(manager.store.examples(s.run_id, kept=None)) if s.run_id else 0
         png = s.folder / "trajectory.png" if s.folder else None
         stamp = png.stat().st_mtime if png and png.is_file() else 0

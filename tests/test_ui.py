@@ -36,6 +36,9 @@ def test_status_shows_stage_progress_metric_and_cost() -> None:
         and "3 LLM calls (1 cached), 15 tokens" in text
     )
     assert 0.4 < frac < 0.8
+    gen = {**run, "stage": "generate"}
+    text, frac = status_view(gen, LEDGER, [], True, "version 1", generated=(15, 30))
+    assert "(15/30 examples)" in text and frac == pytest.approx(0.125)
     done = {"id": "r1", "status": "failed", "stage": "curate", "error": "too few <examples>"}
     text, frac = status_view(done, LEDGER, [{"version": 1, "score": 0.9, "macro_f1": 0.8}], False)
     assert frac == 1.0 and "v1 accuracy **0.900**" in text and "too few &lt;examples&gt;" in text
@@ -66,6 +69,10 @@ def test_manager_works_in_the_background_and_a_new_page_reattaches(fake_llm) -> 
     while (draft.busy or not draft.versions) and time.time() < deadline:
         time.sleep(0.2)
     assert draft.versions and m.promote("page-1") == draft.run_id and m.last == draft.run_id
+    assert draft.generated() is None  # not working: no progress to show
+    with draft._busy:
+        done, want = draft.generated()
+    assert want == 30 and 20 <= done <= 40  # the first version's examples, counted from its first request
     # another server process (a restart) re-attaches from the store
     other = SessionManager(opts, llm=fake_llm)
     again = other.get(draft.run_id)
