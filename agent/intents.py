@@ -120,7 +120,7 @@ def parse_intent(message: str, has_task: bool, asking: str | None = None) -> Int
     """
     text = message.strip()
     if not has_task:
-        return Intent("task", {"prompt": text})
+        return Intent("help") if _HELP.match(text) else Intent("task", {"prompt": text})
     if asking == "labels" and (m := _LABELS_ANSWER.match(text) or re.match(r"(?P<rest>.+)", text, re.S)):
         labels = parse_labels(m["rest"])
         if len(labels) >= 2:

@@ -65,6 +65,7 @@ def test_answers_to_a_clarifying_question_are_read_in_context() -> None:
     assert parse_intent("a tweet", True, "input_kind").args == {"kind": "tweet"}
     assert parse_intent("go", True, "input_kind").kind == "go"
     assert parse_intent("anything at all", has_task=False).kind == "task"
+    assert parse_intent("help", has_task=False).kind == "help"
 
 
 def test_a_session_refines_the_task_version_by_version(fake_llm, fake_chat) -> None:
