@@ -30,8 +30,12 @@ _STAGES = ["generate", "curate", "train", "deploy", "done"]
 
 # pure conversions -------------------------------------------------------------------------------
 def chat_view(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Chatbot messages from stored turns; all text is HTML-escaped so it shows as text, never runs."""
-    return [{"role": "user" if m["role"] == "user" else "assistant", "content": html.escape(m["content"], quote=False)}
+    """Chatbot messages from stored turns; every `<` is escaped, so markup shows as text and never runs.
+
+    Only `<` is escaped: no tag can start without it, and `&`/`>` left alone keep `a -> b` readable
+    inside markdown code spans (where entities are not decoded).
+    """
+    return [{"role": "user" if m["role"] == "user" else "assistant", "content": m["content"].replace("<", "&lt;")}
             for m in messages]  # fmt: skip
 
 
@@ -247,11 +251,11 @@ def build_app(manager: SessionManager) -> Any:
 
     def send(message: str, sid: str, token: str) -> tuple[str, Any]:
         s = _session(sid, token)
+        shown = s.messages()
         manager.submit(s, message or "")
-        import time
-
-        time.sleep(0.3)  # the user's turn is usually stored by now; the timer shows the rest
-        return "", chat_view(s.messages())
+        if (message or "").strip():  # shown at once; the timer brings the stored turn and the replies
+            shown = [*shown, {"role": "user", "content": message}]
+        return "", chat_view(shown)
 
     def upload(file: Any, sid: str, token: str) -> Any:
         s = _session(sid, token)
@@ -353,8 +357,9 @@ def build_app(manager: SessionManager) -> Any:
         outputs = [sid, seen, chat, status, plot, table, versions]
         app.load(on_load, None, [sid, token]).then(refresh, [sid, token, seen], outputs)
         gr.Timer(1.0).tick(refresh, [sid, token, seen], outputs, show_progress="hidden")
-        send_btn.click(send, [box, sid, token], [box, chat])
-        box.submit(send, [box, sid, token], [box, chat])
+        # "multiple": a message sent while the last one's event is still pending is not ignored
+        send_btn.click(send, [box, sid, token], [box, chat], trigger_mode="multiple")
+        box.submit(send, [box, sid, token], [box, chat], trigger_mode="multiple")
         up.upload(upload, [up, sid, token], None)
         table.select(pick, [ids, table], ids)
         drop_btn.click(drop, [ids, sid, token], [ids, drop_msg])

