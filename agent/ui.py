@@ -10,6 +10,7 @@ records and what the widgets show are the pure functions below; gradio is import
 from __future__ import annotations
 
 import html
+import queue
 import shutil
 import threading
 import traceback
@@ -106,13 +107,15 @@ def history_rows(store: RunStore, ids: list[str]) -> list[list[Any]]:
 
 # sessions ---------------------------------------------------------------------------------------
 class SessionManager:
-    """The sessions this server holds, by id; work runs in one background thread per session."""
+    """The sessions this server holds, by id; each session's messages are worked on, in order, by its own
+    background thread, so the page never waits for a run."""
 
     def __init__(self, options: RunOptions, store: RunStore | None = None, llm: Any = None) -> None:
         self.options, self.store, self.llm = options, store or open_store(), llm
         self.sessions: dict[str, ChatSession] = {}
         self.drafts: dict[str, ChatSession] = {}  # sessions before their first task, by page token
         self.last: str | None = None
+        self._queues: dict[int, queue.Queue] = {}  # per session: messages for its worker thread
         self._lock = threading.Lock()
 
     def get(self, sid: str | None, token: str = "") -> ChatSession:
@@ -150,7 +153,18 @@ class SessionManager:
         if s.busy:
             s.handle(message, files)
             return
-        threading.Thread(target=self._work, args=(s, message, files), daemon=True, name="p2m-chat").start()
+        with self._lock:
+            work = self._queues.get(id(s))
+            if work is None:
+                # One long-lived thread per session: the embedded teacher's servers die with the thread that
+                # started them (PR_SET_PDEATHSIG), so that thread must live as long as the session.
+                work = self._queues[id(s)] = queue.Queue()
+                threading.Thread(target=self._loop, args=(s, work), daemon=True, name="p2m-chat").start()
+        work.put((message, files))
+
+    def _loop(self, s: ChatSession, work: queue.Queue) -> None:
+        while (item := work.get()) is not None:
+            self._work(s, *item)
 
     def _work(self, s: ChatSession, message: str, files: list[str] | None) -> None:
         try:
@@ -166,6 +180,8 @@ class SessionManager:
         return [r["id"] for r in self.store.list_runs() if self.store.chat_messages(r["id"])]
 
     def close(self) -> None:
+        for work in self._queues.values():
+            work.put(None)
         for s in [*self.sessions.values(), *self.drafts.values()]:
             s.close()
 

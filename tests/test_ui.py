@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -73,10 +74,38 @@ def test_manager_works_in_the_background_and_a_new_page_reattaches(fake_llm) -> 
     with draft._busy:
         done, want = draft.generated()
     assert want == 30 and 20 <= done <= 40  # the first version's examples, counted from its first request
+    workers = [t for t in threading.enumerate() if t.name == "p2m-chat"]
+    # the session's worker outlives the message, and so does the teacher it started
+    assert len(workers) == 1 and workers[0].is_alive()
+    m.submit(draft, "add a label refund")
+    while (draft.busy or len(draft.versions) < 2) and time.time() < deadline:
+        time.sleep(0.2)
+    assert len(draft.versions) == 2 and [t for t in threading.enumerate() if t.name == "p2m-chat"] == workers
     # another server process (a restart) re-attaches from the store
     other = SessionManager(opts, llm=fake_llm)
     again = other.get(draft.run_id)
     assert again.versions == draft.versions and len(again.messages()) == len(draft.messages())
     assert other.session_ids() == [draft.run_id]
     rows = history_rows(other.store, other.session_ids())
-    assert rows[0][:4] == [draft.run_id, "complete", "done", 1]
+    assert rows[0][:4] == [draft.run_id, "complete", "done", 2]
+
+
+@pytest.mark.slow
+def test_the_embedded_teacher_survives_between_messages_of_a_ui_session() -> None:
+    """The llama.cpp servers die with the thread that started them: a session's worker must outlive a message."""
+    opts = RunOptions(gen=GenConfig(examples=12, minutes=3), train=TrainConfig(epochs=1), finetune=False,
+                      retrieve=False)  # fmt: skip
+    m = SessionManager(opts)
+    try:
+        s = m.get(None, "page")
+        for message, n in ((PROMPT, 1), ("add a label refund", 2)):
+            m.submit(s, message)
+            deadline = time.time() + 600
+            while (s.busy or len(s.versions) < n) and time.time() < deadline:
+                if s.run_id and any(x["content"].startswith("Error") for x in s.messages()):
+                    break
+                time.sleep(0.5)
+        said = [x["content"] for x in s.messages() if x["role"] == "assistant"]
+        assert len(s.versions) == 2, said
+    finally:
+        m.close()
