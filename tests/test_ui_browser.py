@@ -115,6 +115,8 @@ def test_chat_refine_demo_and_data_in_a_browser(ui_url, tmp_path) -> None:
         expect(chat).to_contain_text("F1 refund")
         expect(page.locator("#status")).to_contain_text("v2 accuracy", timeout=30_000)
         expect(page.locator("#versions")).to_contain_text("added refund", timeout=30_000)
+        page.evaluate("""() => { for (const e of document.querySelectorAll('#chat *'))
+                                   if (e.scrollHeight > e.clientHeight + 20) e.scrollTop = e.scrollHeight; }""")
         shot("03-refined-add-a-label")
 
         # markup in a message is shown as text and never runs
