@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo test lint format bench clean chromium
 
 setup: $(VENV)/.installed
 
@@ -18,7 +18,12 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/p2m run -f examples/support_tickets.txt
 
-test: setup
+# The browser tests drive the system Chromium (Playwright's own browser download is not used).
+chromium:
+	@command -v chromium >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
+	  else echo "Chromium is missing: run 'sudo apt-get install chromium' (the browser tests skip without it)"; fi; }
+
+test: setup chromium
 	$(BIN)/ruff check agent tools memory p2m tests
 	$(BIN)/ruff format --check agent tools memory p2m tests
 	$(BIN)/python -m pytest

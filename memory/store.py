@@ -1,4 +1,4 @@
-"""SQLite run store: runs, task versions, examples with provenance, experiments, decisions, LLM ledger.
+"""SQLite run store: runs, task versions, examples with provenance, experiments, decisions, LLM ledger, chat.
 
 Every stage writes its results here as it goes, so a run killed at any point can be resumed:
 `stage_done` marks a finished stage, generated examples carry the index of the request that made
@@ -51,6 +51,10 @@ CREATE TABLE IF NOT EXISTS llm_calls (
   prompt_tokens INTEGER, completion_tokens INTEGER, seconds REAL, created REAL
 );
 CREATE INDEX IF NOT EXISTS llm_calls_run ON llm_calls (run_id);
+CREATE TABLE IF NOT EXISTS chat_messages (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, role TEXT, content TEXT, created REAL
+);
+CREATE INDEX IF NOT EXISTS chat_messages_run ON chat_messages (run_id);
 """
 
 
@@ -310,6 +314,23 @@ class RunStore:
             (run_id,),
         )[0]
         return dict(row)
+
+    # chat ---------------------------------------------------------------------------------------
+    def add_chat_message(self, run_id: str, role: str, content: str) -> int:
+        """Append one chat turn (role: user or assistant) to a run's conversation."""
+        cur = self._exec(
+            "INSERT INTO chat_messages (run_id, role, content, created) VALUES (?, ?, ?, ?)",
+            (run_id, role, content, time.time()),
+        )
+        return cur.lastrowid
+
+    def chat_messages(self, run_id: str, after: int = 0) -> list[dict[str, Any]]:
+        """A run's conversation in order (only messages with id > `after`)."""
+        rows = self._rows(
+            "SELECT id, role, content, created FROM chat_messages WHERE run_id = ? AND id > ? ORDER BY id",
+            (run_id, after),
+        )
+        return [dict(r) for r in rows]
 
     def close(self) -> None:
         with self._lock:

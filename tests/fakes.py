@@ -94,12 +94,14 @@ class FakeChatModel(BaseChatModel):
 class FakeOpenAIServer:
     """An OpenAI-compatible chat server on 127.0.0.1 (a free port) answering with `default_reply`.
 
-    `delay` slows every answer (for interrupt tests); `requests` counts chat requests.
+    `delay` slows every answer (for interrupt tests); `requests` counts chat requests; `responder`
+    replaces `default_reply`.
     """
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, responder: Callable[..., str] | None = None) -> None:
         outer = self
         self.delay = delay
+        self.responder = responder or default_reply
         self.requests = 0
 
         class Handler(BaseHTTPRequestHandler):
@@ -125,7 +127,7 @@ class FakeOpenAIServer:
                 if outer.delay:
                     time.sleep(outer.delay)
                 pairs = [(m["role"], m["content"]) for m in body.get("messages", [])]
-                text = default_reply(pairs, body)
+                text = outer.responder(pairs, body)
                 self._send(200, {
                     "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body.get("model", "fake"),
                     "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
