@@ -1,7 +1,8 @@
 """The web app in a real browser: Playwright drives Chromium against `p2m ui` on a free loopback port.
 
 The UI process talks to the loopback fake teacher with tiny budgets, so a run finishes in seconds.
-Screenshots go to docs/screenshots/ (or $P2M_SCREENSHOTS) — the walkthrough in docs/walkthrough.md shows them.
+Screenshots are saved as artifacts under artifacts/screenshots/ (git-ignored), or under $P2M_SCREENSHOTS:
+`P2M_SCREENSHOTS=docs/screenshots pytest tests/test_ui_browser.py` refreshes the walkthrough's pictures.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(
-    os.environ.get("P2M_SCREENSHOTS") or Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+    os.environ.get("P2M_SCREENSHOTS") or Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 )
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]  # fmt: skip
