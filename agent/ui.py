@@ -25,7 +25,7 @@ from p2m.memory import RunStore
 __all__ = ["SessionManager", "build_app", "launch", "chat_view", "status_view", "data_rows",
            "parse_ids", "history_rows", "DATA_COLUMNS"]  # fmt: skip
 
-DATA_COLUMNS = ["id", "label", "source", "split", "kept", "drop reason", "input"]
+DATA_COLUMNS = ["id", "label", "input", "kept", "drop reason", "split", "source"]
 _STAGES = ["generate", "curate", "train", "deploy", "done"]
 
 
@@ -73,8 +73,8 @@ def status_view(run: dict[str, Any] | None, ledger: dict[str, Any], versions: li
 
 def data_rows(rows: list[dict[str, Any]], limit: int = 1000) -> list[list[Any]]:
     """The data table: newest first, with provenance and why a row was dropped."""
-    out = [[r["id"], r["output"], r["source"], r["split"], "yes" if r["kept"] else "no", r["drop_reason"] or "",
-            r["input"]] for r in reversed(rows)]  # fmt: skip
+    out = [[r["id"], r["output"], r["input"], "yes" if r["kept"] else "no", r["drop_reason"] or "", r["split"],
+            r["source"]] for r in reversed(rows)]  # fmt: skip
     return out[:limit]
 
 

@@ -49,7 +49,11 @@ def test_data_rows_newest_first_with_provenance() -> None:
     rows = [{"id": i, "output": "bug", "source": "generated:r", "split": "train", "kept": i % 2, "drop_reason":
              None if i % 2 else "near_duplicate", "input": f"text {i}"} for i in range(3)]  # fmt: skip
     table = data_rows(rows)
-    assert [r[0] for r in table] == [2, 1, 0] and table[0][4:6] == ["no", "near_duplicate"]
+    assert (
+        [r[0] for r in table] == [2, 1, 0]
+        and table[0][3:5] == ["no", "near_duplicate"]
+        and table[0][2] == "text 2"
+    )
 
 
 def test_parse_ids() -> None:
