@@ -1,0 +1,392 @@
+"""Synthetic data for extractive QA, text-to-code, data-to-text and free text generation.
+
+The embedded teacher is a 135M model, so each type asks it for the part it can do and checks the
+rest (tools/seq_checks.py) instead of trusting it:
+- extractive QA: the teacher writes a passage; the answer is picked from the passage first (a date,
+  number or name, so it is a verified span by construction); the teacher writes the question for it,
+  which must not contain the answer and must share words with the answer's sentence.
+- text to code: the teacher writes a request like the demonstrations' inputs, then the snippet;
+  the snippet must parse (ast), stay on one line for one-liner tasks, and run when that is cheap and safe.
+- data to text: records are sampled from the fields and values of the demonstrations (the teacher
+  proposes more values per field); the teacher writes the text, which must mention every value.
+- text generation: the teacher writes an input like the demonstrations' inputs, then the output.
+Every request has a fixed seed (reproducible, cached); every dropped row keeps its reason;
+`curate_seq` removes near-duplicates by embedding and reports a diversity figure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from p2m.errors import TaskError
+from p2m.tools.generate import GenConfig, diversity
+from p2m.tools.parse import qa_input, qa_parts, record_fields
+from p2m.tools.prompts import load_prompt
+from p2m.tools.seq_checks import (
+    answer_candidates,
+    check_code,
+    check_mentions,
+    check_output,
+    check_passage,
+    check_question,
+    clean_code,
+    clean_generated,
+    norm,
+)
+from p2m.tools.types import TaskSpec
+
+__all__ = ["SEQ_TYPES", "STRIDE", "generate_seq", "curate_seq", "sample_record", "format_record", "dedup_key"]
+
+SEQ_TYPES = ("extractive_qa", "text_to_code", "data_to_text", "text_generation")
+STRIDE = 4  # request indexes per unit: unit u owns u*STRIDE … u*STRIDE+3 (one row each)
+# Generic subjects that rotate through requests: diversity without naming the task's domain.
+_TOPICS = (
+    "a small town", "a scientist", "an invention", "a river", "a football club", "a company", "a festival",
+    "a mountain", "an animal", "a museum", "a musician", "a ship", "a school", "a bridge", "a novel", "a disease",
+    "a city park", "a king or queen", "a space mission", "a sport", "an island", "a painter", "a railway", "a dish",
+)  # fmt: skip
+_CODE_TOPICS = (
+    "strings", "lists", "dictionaries", "numbers", "sorting", "sets", "dates", "text formatting", "counting",
+    "filtering a list", "math", "tuples", "files and paths as strings", "random numbers", "splitting text",
+)  # fmt: skip
+_HINTS = ("", " Keep it short.", " Mention one specific detail.", "", " Make it a little longer.")
+
+
+def _system(spec: TaskSpec, inputs_only: bool = False) -> str:
+    demos = spec.demonstrations[:4]
+    if inputs_only:
+        examples = "Example inputs:\n" + "\n".join(f"- {i}" for i, _ in demos) if demos else ""
+    else:
+        examples = "\n\n".join(f"Input: {i}\nOutput: {o}" for i, o in demos)
+    return load_prompt("seq_system").format(instruction=spec.instruction, examples=examples).strip()
+
+
+def _ask(llm: Any, system: str, user: str, key: str, cfg: GenConfig, seed: int, max_tokens: int,
+         lo: int = 1, hi: int = 600) -> Any:  # fmt: skip
+    schema = {
+        "type": "object",
+        "properties": {key: {"type": "string", "minLength": lo, "maxLength": hi}},
+        "required": [key],
+    }
+    data = llm.json([("system", system), ("user", user)], schema, temperature=cfg.temperature, seed=seed,
+                    max_tokens=max_tokens, purpose="generate")  # fmt: skip
+    return data.get(key) if isinstance(data, dict) else None
+
+
+def _row(inp: str, out: str, index: int, reason: str | None, quality: dict | None = None) -> dict[str, Any]:
+    return {"input": inp, "output": out, "split": "train", "kept": reason is None, "drop_reason": reason,
+            "request_index": index, "quality": quality or {}}  # fmt: skip
+
+
+# one unit per type: a few dependent requests → rows --------------------------------------------------
+
+
+def _qa_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> list[dict[str, Any]]:
+    seed = cfg.seed + u * STRIDE
+    topic = _TOPICS[u % len(_TOPICS)]
+    raw = _ask(llm, ctx["system"], load_prompt("seq_passage_user").format(topic=topic), "passage", cfg, seed,
+               260, 120, 900)  # fmt: skip
+    passage = clean_generated(raw)
+    reason = check_passage(passage)
+    spans = answer_candidates(passage, STRIDE - 1) if reason is None else []
+    if reason is None and not spans:
+        reason = "no_answer_span"
+    if reason is not None:
+        return [_row(str(raw or "")[:500], "", u * STRIDE + STRIDE - 1, reason)]
+    rows = []
+    for k, span in enumerate(spans):
+        user = load_prompt("seq_question_user").format(passage=passage, answer=span)
+        q = clean_generated(_ask(llm, ctx["system"], user, "question", cfg, seed + k + 1, 60, 8, 200))
+        reason = check_question(q, span, passage)
+        rows.append(_row(qa_input(passage, q or ""), span, u * STRIDE + k, reason,
+                         {"answer_start": passage.find(span)}))  # fmt: skip
+    return rows
+
+
+def _code_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> list[dict[str, Any]]:
+    seed = cfg.seed + u * STRIDE
+    topic = _CODE_TOPICS[u % len(_CODE_TOPICS)]
+    user = load_prompt("seq_request_user").format(topic=topic)
+    request = clean_generated(_ask(llm, ctx["inputs_system"], user, "request", cfg, seed, 60, 10, 200))
+    if not request or not 3 <= len(request.split()) <= 40:
+        return [_row(request or "", "", u * STRIDE, "invalid_request")]
+    user = load_prompt("seq_output_user").format(input=request, hint="")
+    code = clean_code(_ask(llm, ctx["system"], user, "code", cfg, seed + 1, 120, 3, 300))
+    reason, ran = check_code(code, request, one_line=ctx["one_line"])
+    return [_row(request, code or "", u * STRIDE, reason, {"ran": ran})]
+
+
+def _d2t_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> list[dict[str, Any]]:
+    rng = random.Random(cfg.seed * 1_000_003 + u)
+    record = sample_record(ctx["fields"], ctx["pools"], ctx["presence"], rng)
+    inp = format_record(record, ctx["style"])
+    hint = "\nMention every value: " + "; ".join(v for _, v in record) + "."
+    user = load_prompt("seq_output_user").format(input=inp, hint=hint)
+    text = clean_generated(_ask(llm, ctx["system"], user, "text", cfg, cfg.seed + u * STRIDE, 120, 10, 500))
+    return [_row(inp, text or "", u * STRIDE, check_mentions(text, record, ctx["pools"]))]
+
+
+def _textgen_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> list[dict[str, Any]]:
+    seed = cfg.seed + u * STRIDE
+    user = load_prompt("seq_input_user").format(input_kind=spec.input_kind, hint=_HINTS[u % len(_HINTS)])
+    inp = clean_generated(_ask(llm, ctx["inputs_system"], user, "text", cfg, seed, cfg.max_tokens, 3, 600))
+    if not inp or len(inp.split()) < 2:
+        return [_row(inp or "", "", u * STRIDE, "invalid_input")]
+    user = load_prompt("seq_output_user").format(input=inp, hint="")
+    out = clean_generated(_ask(llm, ctx["system"], user, "output", cfg, seed + 1, 160, 1, 800))
+    return [_row(inp, out or "", u * STRIDE, check_output(out, inp, ctx["max_words"]))]
+
+
+_UNITS: dict[str, Callable[..., list[dict[str, Any]]]] = {
+    "extractive_qa": _qa_unit,
+    "text_to_code": _code_unit,
+    "data_to_text": _d2t_unit,
+    "text_generation": _textgen_unit,
+}
+
+
+# data-to-text records ------------------------------------------------------------------------------
+
+
+def format_record(record: list[tuple[str, str]], style: str = "bracket") -> str:
+    """A record as the demonstrations write it: `name[X], area[Y]` (bracket) or `name: X, area: Y` (colon)."""
+    if style == "bracket":
+        return ", ".join(f"{k}[{v}]" for k, v in record)
+    return ", ".join(f"{k}: {v}" for k, v in record)
+
+
+def sample_record(fields: list[str], pools: dict[str, list[str]], presence: dict[str, float],
+                  rng: random.Random) -> list[tuple[str, str]]:  # fmt: skip
+    """A record with the fields in demonstration order, each present as often as in the demonstrations."""
+    record = [
+        (f, rng.choice(pools[f])) for f in fields if pools.get(f) and rng.random() < presence.get(f, 0.5)
+    ]
+    if len(record) < 2:
+        record = [(f, rng.choice(pools[f])) for f in fields[:2] if pools.get(f)]
+    return record
+
+
+def _d2t_context(spec: TaskSpec, llm: Any, cfg: GenConfig) -> dict[str, Any]:
+    records = [record_fields(i) for i, _ in spec.demonstrations]
+    records = [r for r in records if len(r) >= 2]
+    if not records:
+        raise TaskError(
+            "a data-to-text task needs examples of its records, e.g. 'Input: name[Blue Spice], area[riverside]"
+            " / Output: Blue Spice is by the river.'"
+        )
+    fields = list(dict.fromkeys(f for r in records for f, _ in r))
+    pools = {f: list(dict.fromkeys(v for r in records for g, v in r if g == f)) for f in fields}
+    presence = {f: max(0.35, sum(any(g == f for g, _ in r) for r in records) / len(records)) for f in fields}
+    style = "bracket" if "[" in spec.demonstrations[0][0] else "colon"
+    proposed = {}
+    for j, f in enumerate(fields):  # the teacher proposes more values; short, new, plain ones are kept
+        if {norm(v) for v in pools[f]} <= {"yes", "no"}:
+            continue
+        user = load_prompt("seq_values_user").format(n=10, field=f, input_kind=spec.input_kind,
+                                                     known=", ".join(pools[f]))  # fmt: skip
+        schema = {"type": "object", "required": ["values"], "properties": {"values": {
+            "type": "array", "maxItems": 12, "items": {"type": "string", "minLength": 1, "maxLength": 40}}}}  # fmt: skip
+        data = llm.json([("system", spec.instruction), ("user", user)], schema, temperature=cfg.temperature,
+                        seed=cfg.seed + j, max_tokens=200, purpose="generate_values")  # fmt: skip
+        values = data.get("values") if isinstance(data, dict) else None
+        new = [v.strip() for v in values or [] if isinstance(v, str)]
+        new = [v for v in new if 0 < len(v.split()) <= 5 and not re.search(r"[\[\]{}:;,]", v)]
+        seen = {norm(v) for v in pools[f]}
+        for v in new:
+            if norm(v) and norm(v) not in seen:
+                seen.add(norm(v))
+                pools[f].append(v)
+                proposed[f] = proposed.get(f, 0) + 1
+    return {"system": _system(spec), "fields": fields, "pools": pools, "presence": presence, "style": style,
+            "proposed_values": proposed}  # fmt: skip
+
+
+def _context(spec: TaskSpec, llm: Any, cfg: GenConfig) -> dict[str, Any]:
+    if spec.task_type == "data_to_text":
+        return _d2t_context(spec, llm, cfg)
+    outs = [o for _, o in spec.demonstrations]
+    one_line = (all("\n" not in o for o in outs) if outs else True) or "one-line" in spec.instruction.lower()
+    max_words = int(max([len(o.split()) for o in outs] or [60]) * 3) + 10
+    return {"system": _system(spec), "inputs_system": _system(spec, inputs_only=True), "one_line": one_line,
+            "max_words": max_words}  # fmt: skip
+
+
+def dedup_key(row: dict[str, Any], task_type: str) -> str:
+    """What makes two rows the same example: the question (QA), the request (code), the input otherwise."""
+    if task_type == "extractive_qa":
+        parts = qa_parts(row["input"])
+        return norm(parts[1] if parts else row["input"]) + " || " + norm(row["output"])
+    return norm(row["input"])
+
+
+def generate_seq(
+    spec: TaskSpec,
+    llm: Any,
+    config: GenConfig,
+    *,
+    start_index: int = 0,
+    have: int = 0,
+    on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
+    run_id: str = "",
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Generate checked examples for a non-classification task until `config.examples` or a budget is spent.
+
+    Args:
+        spec: a TaskSpec whose task_type is one of SEQ_TYPES.
+        llm: an LLMClient.
+        config: budgets and sampling (`block` is unused here).
+        start_index: first request index (resume: one past the last stored one).
+        have: usable examples already stored (resume).
+        on_rows: receives each batch of rows (kept or not) to persist them at once.
+        run_id: recorded in each row's source.
+        progress: a tqdm-like object updated per usable example.
+
+    Returns:
+        {"requests", "usable", "seconds", "stopped_by", "checks"} (+ "proposed_values" for data-to-text).
+    """
+    if spec.task_type not in _UNITS:
+        raise TaskError(f"no generator for task type {spec.task_type!r}; one of {', '.join(SEQ_TYPES)}")
+    start = time.monotonic()
+    calls0 = llm.ledger.calls if hasattr(llm, "ledger") else 0
+    ctx = _context(spec, llm, config)
+    unit_fn = _UNITS[spec.task_type]
+    seen = {dedup_key({"input": i, "output": o}, spec.task_type) for i, o in spec.demonstrations}
+    unit = -(-start_index // STRIDE)
+    usable, stopped_by, units, dry = 0, "target", 0, 0
+    checks: Counter[str] = Counter()
+    batch: list[dict[str, Any]] = []
+    width = max(1, getattr(llm, "parallelism", 1))
+    pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="generate-seq")
+    pending: deque[Future] = deque()
+
+    def budget_left() -> bool:
+        nonlocal stopped_by
+        if config.minutes and time.monotonic() - start > config.minutes * 60:
+            stopped_by = "minutes"
+        elif config.max_calls and hasattr(llm, "ledger") and llm.ledger.calls - calls0 >= config.max_calls:
+            stopped_by = "max_calls"
+        elif dry >= max(50, 2 * config.examples):  # the teacher keeps failing the checks: give up
+            stopped_by = "no_progress"
+        else:
+            return True
+        return False
+
+    try:
+        while True:
+            # a unit yields up to STRIDE - 1 rows: queue only what the target may still need
+            while len(pending) < width and have + usable + len(pending) < config.examples and budget_left():
+                pending.append(pool.submit(unit_fn, spec, llm, config, unit, ctx))
+                unit += 1
+                units += 1
+            if not pending:
+                break
+            before = usable
+            for row in pending.popleft().result():  # in request order: reproducible
+                key = dedup_key(row, spec.task_type)
+                if row["kept"] and key in seen:
+                    row.update(kept=False, drop_reason="duplicate")
+                row["source"] = f"generated:{run_id}"
+                checks[row["drop_reason"] or "kept"] += 1
+                batch.append(row)
+                if row["kept"] and have + usable < config.examples:
+                    seen.add(key)
+                    usable += 1
+                    if progress is not None:
+                        progress.update(1)
+                elif row["kept"]:
+                    row.update(kept=False, drop_reason="over_target")
+            dry = 0 if usable > before else dry + 1
+            if on_rows and len(batch) >= 8:
+                full, batch = batch, []
+                on_rows(full)
+    finally:  # rows already answered are stored even when the run is interrupted
+        pool.shutdown(wait=False, cancel_futures=True)
+        if on_rows and batch:
+            on_rows(batch)
+    calls = (llm.ledger.calls - calls0) if hasattr(llm, "ledger") else units
+    out = {"requests": calls, "units": units, "usable": usable, "seconds": time.monotonic() - start,
+           "stopped_by": stopped_by, "checks": dict(checks)}  # fmt: skip
+    if "proposed_values" in ctx:
+        out["proposed_values"] = ctx["proposed_values"]
+        out["pools"] = {f: len(v) for f, v in ctx["pools"].items()}
+    return out
+
+
+def _split_of(key: str, val_fraction: float) -> str:
+    h = int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "validation" if h < val_fraction else "train"
+
+
+def _group(row: dict[str, Any], qa: bool) -> str:
+    """Rows of one group go to the same split: the passage for QA, the input otherwise."""
+    parts = qa_parts(row["input"]) if qa else None
+    return norm(parts[0]) if parts else norm(row["input"])
+
+
+def curate_seq(
+    rows: list[dict[str, Any]], spec: TaskSpec, *, near_dup: float = 0.95, val_fraction: float = 0.15
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Drop exact and near-duplicates (by embedding), split train/validation, report diversity.
+
+    QA rows are compared and split by passage (no passage is in both splits); other rows by their input.
+    Diversity is 1 − the mean pairwise cosine similarity of what was compared. Rows dropped while
+    generating stay dropped.
+
+    Returns:
+        (updates for the store: {id, kept, drop_reason, split}, report {kept, dropped, diversity, checks}).
+    """
+    from p2m.tools.embed import embed
+
+    live = [r for r in rows if r.get("kept")]
+    updates = {r["id"]: {"id": r["id"], "kept": False, "drop_reason": r.get("drop_reason") or "dropped"}
+               for r in rows if not r.get("kept")}  # fmt: skip
+    seen: set[str] = set()
+    for r in live:  # exact repeats first
+        key = dedup_key(r, spec.task_type)
+        if key in seen:
+            updates[r["id"]] = {"id": r["id"], "kept": False, "drop_reason": "duplicate"}
+        seen.add(key)
+    live = [r for r in live if r["id"] not in updates]
+    # Near-duplicates by embedding: of the passages for QA (several questions share one passage), else of the key.
+    qa = spec.task_type == "extractive_qa"
+    groups = [_group(r, qa) for r in live]
+    texts = list(dict.fromkeys(groups)) if qa else [dedup_key(r, spec.task_type) for r in live]
+    vecs = embed(texts) if texts else np.zeros((0, 384))
+    alive = np.ones(len(texts), dtype=bool)
+    sims = vecs @ vecs.T if len(texts) else np.zeros((0, 0))
+    for i in range(len(texts)):
+        if i and alive[:i].any() and sims[i, :i][alive[:i]].max() >= near_dup:
+            alive[i] = False
+    dead = {t for t, a in zip(texts, alive, strict=True) if not a}
+    for k, r in enumerate(live):
+        if (groups[k] if qa else texts[k]) in dead:
+            updates[r["id"]] = {"id": r["id"], "kept": False, "drop_reason": "near_duplicate"}
+    kept = [r for r in live if r["id"] not in updates]
+    for r in kept:
+        updates[r["id"]] = {"id": r["id"], "kept": True, "drop_reason": None,
+                            "split": _split_of(_group(r, qa), val_fraction)}  # fmt: skip
+    if len({_group(r, qa) for r in kept}) >= 2 and len({updates[r["id"]]["split"] for r in kept}) == 1:
+        # both splits non-empty: the last group moves to the other split
+        other = "train" if updates[kept[0]["id"]]["split"] == "validation" else "validation"
+        for r in kept:
+            if _group(r, qa) == _group(kept[-1], qa):
+                updates[r["id"]]["split"] = other
+    dropped = Counter(u["drop_reason"] for u in updates.values() if not u["kept"])
+    report = {
+        "kept": len(kept),
+        "dropped": dict(dropped),
+        "diversity": round(diversity(vecs[alive]), 4) if len(kept) else 0.0,
+        "diversity_of": "passages" if qa else "inputs",
+        "per_label": {},
+    }
+    return list(updates.values()), report
