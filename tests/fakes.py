@@ -10,6 +10,7 @@ import json
 import random
 import re
 import threading
+import zlib
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -77,7 +78,8 @@ def _seq_reply(user: str, props: dict[str, Any], seed: int) -> str | None:
     if "values" in props:  # 'List 10 different values for the field "food" …'
         field = re.search(r'field "([^"]+)"', user)
         name = field.group(1) if field else "value"
-        return json.dumps({"values": [f"{name} option {k}" for k in range(1, 5)]})
+        tag = zlib.crc32(name.encode()) % 1000  # field-specific values that do not repeat the field's name
+        return json.dumps({"values": [f"v{tag} {k}" for k in range(1, 5)]})
     if "passage" in props:
         town, person = rng.sample(_NAMES, 2)
         year, n = rng.randint(1500, 1990), rng.randint(2, 900)

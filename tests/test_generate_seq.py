@@ -20,6 +20,7 @@ from p2m.tools.seq_checks import (
     check_question,
     clean_code,
     mentions,
+    repair_record,
 )
 
 PASSAGE = (
@@ -121,6 +122,26 @@ def test_mention_check_needs_every_value_and_no_other():
     assert check_mentions("name[Blue Spice] riverside", record, pools) == "talks_about_task"
 
 
+def test_repair_keeps_the_record_the_text_describes():
+    pools = {"name": ["Blue Spice", "Zizzi"], "eatType": ["pub", "coffee shop"], "food": ["Chinese", "Italian"],
+             "familyFriendly": ["yes", "no"]}  # fmt: skip
+    asked = [("name", "Blue Spice"), ("food", "Italian"), ("familyFriendly", "yes")]
+    text = "Blue Spice is a Chinese coffee shop that is family friendly."
+    fixed = repair_record(text, asked, pools, required="name")
+    assert fixed == [
+        ("name", "Blue Spice"),
+        ("eatType", "coffee shop"),
+        ("food", "Chinese"),
+        ("familyFriendly", "yes"),
+    ]
+    assert check_mentions(text, fixed, pools) is None
+    # polarity: "yes" is dropped when the text negates it; no subject field, no record
+    assert ("familyFriendly", "yes") not in repair_record(
+        "Blue Spice, a pub, is not family friendly.", asked, pools
+    )
+    assert repair_record("A Chinese pub.", asked, pools, required="name") is None
+
+
 def test_output_check():
     assert check_output("noon works", "see you at noon", 10) is None
     assert check_output("see you at noon", "See you at noon!", 10) == "repeats_input"
@@ -175,6 +196,24 @@ def test_d2t_generator_samples_records_and_keeps_texts_that_mention_every_value(
         assert r["input"].startswith("name[") or "[" in r["input"]
         values = [v for v in r["input"].split("[")[1:]]
         assert all(v.split("]")[0] in r["output"] for v in values)
+
+
+def test_d2t_generator_repairs_a_text_that_misses_a_value(fake_llm, fake_chat):
+    real = fake_chat.responder
+
+    def lossy(messages, params):  # drops the last value of every record
+        reply = real(messages, params)
+        return (
+            reply.rsplit(",", 1)[0] + '."}'
+            if "Mention every value" in messages[-1][1] and "," in reply
+            else reply
+        )
+
+    fake_chat.responder = lossy
+    rows, stats = _gen(D2T_PROMPT, fake_llm, n=6)
+    repaired = [r for r in rows if r["kept"] and r["quality"].get("repaired")]
+    assert repaired and all(r["input"] != r["quality"]["asked"] for r in repaired)
+    assert all(check_mentions(r["output"], [], {}) is None for r in repaired)
 
 
 def test_text_generation_generator(fake_llm):

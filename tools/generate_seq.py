@@ -8,7 +8,9 @@ rest (tools/seq_checks.py) instead of trusting it:
 - text to code: the teacher writes a request like the demonstrations' inputs, then the snippet;
   the snippet must parse (ast), stay on one line for one-liner tasks, and run when that is cheap and safe.
 - data to text: records are sampled from the fields and values of the demonstrations (the teacher
-  proposes more values per field); the teacher writes the text, which must mention every value.
+  proposes more values per field); the teacher writes the text, which must mention every value and
+  no value the record does not hold. A text that misses values or mentions others is kept with the
+  record it does describe (`repair_record`), when that record still has its subject field.
 - text generation: the teacher writes an input like the demonstrations' inputs, then the output.
 Every request has a fixed seed (reproducible, cached); every dropped row keeps its reason;
 `curate_seq` removes near-duplicates by embedding and reports a diversity figure.
@@ -41,6 +43,7 @@ from p2m.tools.seq_checks import (
     clean_code,
     clean_generated,
     norm,
+    repair_record,
 )
 from p2m.tools.types import TaskSpec
 
@@ -132,7 +135,15 @@ def _d2t_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> li
     hint = "\nMention every value: " + "; ".join(v for _, v in record) + "."
     user = load_prompt("seq_output_user").format(input=inp, hint=hint)
     text = clean_generated(_ask(llm, ctx["system"], user, "text", cfg, cfg.seed + u * STRIDE, 120, 10, 500))
-    return [_row(inp, text or "", u * STRIDE, check_mentions(text, record, ctx["pools"]))]
+    reason = check_mentions(text, record, ctx["pools"])
+    if reason in ("misses_a_value", "mentions_other_value"):
+        # a small teacher drops values and copies others from the examples: keep the text with the record
+        # it does describe, when that still has the subject field and one more
+        fixed = repair_record(text, record, ctx["pools"], required=ctx["required"])
+        if fixed is not None and check_mentions(text, fixed, ctx["pools"]) is None:
+            quality = {"repaired": True, "asked": inp}
+            return [_row(format_record(fixed, ctx["style"]), text, u * STRIDE, None, quality)]
+    return [_row(inp, text or "", u * STRIDE, reason)]
 
 
 def _textgen_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> list[dict[str, Any]]:
@@ -200,14 +211,18 @@ def _d2t_context(spec: TaskSpec, llm: Any, cfg: GenConfig) -> dict[str, Any]:
         values = data.get("values") if isinstance(data, dict) else None
         new = [v.strip() for v in values or [] if isinstance(v, str)]
         new = [v for v in new if 0 < len(v.split()) <= 5 and not re.search(r"[\[\]{}:;,]", v)]
+        new = [
+            v for v in new if norm(f) not in norm(v) and norm(v) not in norm(f)
+        ]  # not the field's own name
         seen = {norm(v) for v in pools[f]}
         for v in new:
             if norm(v) and norm(v) not in seen:
                 seen.add(norm(v))
                 pools[f].append(v)
                 proposed[f] = proposed.get(f, 0) + 1
+    required = next((f for f in fields if all(any(g == f for g, _ in r) for r in records)), None)
     return {"system": _system(spec), "fields": fields, "pools": pools, "presence": presence, "style": style,
-            "proposed_values": proposed}  # fmt: skip
+            "proposed_values": proposed, "required": required}  # fmt: skip
 
 
 def _context(spec: TaskSpec, llm: Any, cfg: GenConfig) -> dict[str, Any]:

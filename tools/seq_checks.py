@@ -28,6 +28,7 @@ __all__ = [
     "run_snippet",
     "mentions",
     "check_mentions",
+    "repair_record",
     "check_output",
 ]
 
@@ -258,6 +259,45 @@ def check_mentions(
             ):
                 return "mentions_other_value"
     return None
+
+
+_NEGATION = re.compile(r"\b(?:not|no|non|never|without)\b|n['’]t\b", re.I)
+
+
+def _bool_agrees(text: str, value: str) -> bool:
+    """A yes/no value agrees with the text's polarity: "no" needs a negation, "yes" none."""
+    negated = _NEGATION.search(text) is not None
+    return negated if norm(value) in ("no", "false", "n") else not negated
+
+
+def repair_record(
+    text: str, record: list[tuple[str, str]], pools: dict[str, list[str]], required: str | None = None
+) -> list[tuple[str, str]] | None:
+    """The record the text actually describes: per field (in the pools' order, the demonstrations'),
+    the record's value when the text mentions it, else the longest pool value it mentions; yes/no fields
+    only from the record and only when the text's polarity agrees. None when `required` (the subject
+    field, e.g. the name) is missing or fewer than two fields remain.
+
+    The pair (repaired record, text) then passes `check_mentions`: every value mentioned, no other.
+    """
+    own = dict(record)
+    fields = list(pools) + [f for f, _ in record if f not in pools]  # the demonstrations' field order
+    out = []
+    for f in fields:
+        values = pools.get(f, [])
+        if own.get(f) is not None and norm(own[f]) in _BOOL:
+            if mentions(text, f, own[f]) and _bool_agrees(text, own[f]):
+                out.append((f, own[f]))
+            continue
+        if own.get(f) is not None and mentions(text, f, own[f]):
+            out.append((f, own[f]))
+            continue
+        hits = [v for v in values if norm(v) not in _BOOL and len(norm(v)) >= 3 and mentions(text, f, v)]
+        if hits:
+            out.append((f, max(hits, key=len)))
+    if (required and required not in dict(out)) or len(out) < 2:
+        return None
+    return out
 
 
 # generic text generation ---------------------------------------------------------------------------
