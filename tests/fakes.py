@@ -100,7 +100,9 @@ def _seq_reply(user: str, props: dict[str, Any], seed: int) -> str | None:
             if m:
                 return json.dumps({"code": code.format(n=m.group(1))})
         return json.dumps({"code": "pass"})
-    if "text" in props and "Mention every value" in user:  # data to text: "Input: name[X], area[Y]"
+    if (
+        "text" in props and "Write one fluent sentence that includes" in user
+    ):  # data to text: "Input: name[X], area[Y]"
         rec = re.findall(r"(\w[\w ]*?)\[([^\]]*)\]", user.split("\n")[0])
         words = [re.sub(r"([a-z])([A-Z])", r"\1 \2", f).lower() + " " + v for f, v in rec]
         return json.dumps({"text": "The place has " + ", ".join(words) + "."})

@@ -120,6 +120,7 @@ def test_mention_check_needs_every_value_and_no_other():
     assert check_mentions("Blue Spice is a pub.", record, pools) == "misses_a_value"
     assert check_mentions("Blue Spice, riverside, near Zizzi.", record, pools) == "mentions_other_value"
     assert check_mentions("name[Blue Spice] riverside", record, pools) == "talks_about_task"
+    assert check_mentions("Blue Spice; riverside; pub", record, pools) == "not_a_sentence"
 
 
 def test_repair_keeps_the_record_the_text_describes():
@@ -205,7 +206,7 @@ def test_d2t_generator_repairs_a_text_that_misses_a_value(fake_llm, fake_chat):
         reply = real(messages, params)
         return (
             reply.rsplit(",", 1)[0] + '."}'
-            if "Mention every value" in messages[-1][1] and "," in reply
+            if "fluent sentence" in messages[-1][1] and "," in reply
             else reply
         )
 

@@ -132,9 +132,14 @@ def _d2t_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> li
     rng = random.Random(cfg.seed * 1_000_003 + u)
     record = sample_record(ctx["fields"], ctx["pools"], ctx["presence"], rng)
     inp = format_record(record, ctx["style"])
-    hint = "\nMention every value: " + "; ".join(v for _, v in record) + "."
+    values = [v for _, v in record if norm(v) not in ("yes", "no")]
+    hint = (
+        f"\nWrite one fluent sentence that includes {', '.join(values[:-1])} and {values[-1]}."
+        if len(values) > 1
+        else ""
+    )
     user = load_prompt("seq_output_user").format(input=inp, hint=hint)
-    text = clean_generated(_ask(llm, ctx["system"], user, "text", cfg, cfg.seed + u * STRIDE, 120, 10, 500))
+    text = clean_generated(_ask(llm, ctx["system"], user, "text", cfg, cfg.seed + u * STRIDE, 160, 10, 500))
     reason = check_mentions(text, record, ctx["pools"])
     if reason in ("misses_a_value", "mentions_other_value"):
         # a small teacher drops values and copies others from the examples: keep the text with the record

@@ -245,6 +245,9 @@ def check_mentions(
         return "too_short"
     if _META.search(text) or re.search(r"\w+\[[^\]]*\]", text):
         return "talks_about_task"
+    value_words = set(norm(" ".join(v for _, v in record)).split())
+    if text.count(";") >= 2 or len([w for w in norm(text).split() if w not in value_words]) < 2:
+        return "not_a_sentence"  # the values listed back, not a text about them
     if not all(mentions(text, f, v) for f, v in record):
         return "misses_a_value"
     own = {norm(v) for _, v in record}
