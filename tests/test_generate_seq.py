@@ -9,7 +9,7 @@ import pytest
 
 from p2m.errors import TaskError
 from p2m.tools.generate import GenConfig
-from p2m.tools.generate_seq import curate_seq, format_record, generate_seq, sample_record
+from p2m.tools.generate_seq import curate_seq, format_record, generate_seq, sample_record, widen_names
 from p2m.tools.parse import parse_task, qa_parts
 from p2m.tools.seq_checks import (
     answer_candidates,
@@ -147,6 +147,15 @@ def test_output_check():
     assert check_output("noon works", "see you at noon", 10) is None
     assert check_output("see you at noon", "See you at noon!", 10) == "repeats_input"
     assert check_output("word " * 20, "x", 10) == "too_long"
+
+
+def test_names_are_widened_by_recombination_other_values_are_not():
+    names = widen_names(["The Golden Palace", "Browns Cambridge", "Zizzi"])
+    assert names[:3] == ["The Golden Palace", "Browns Cambridge", "Zizzi"]
+    assert {"The Golden Cambridge", "Browns Palace", "Zizzi Palace"} <= set(names)
+    assert widen_names(["riverside", "city centre"]) == ["riverside", "city centre"]
+    assert widen_names(["English", "Chinese"]) == ["English", "Chinese"]
+    assert len(widen_names([f"Name{i} House{i}" for i in range(10)], cap=16)) == 16
 
 
 def test_records_follow_the_demonstrations_fields_and_style():

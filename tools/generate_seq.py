@@ -47,7 +47,16 @@ from p2m.tools.seq_checks import (
 )
 from p2m.tools.types import TaskSpec
 
-__all__ = ["SEQ_TYPES", "STRIDE", "generate_seq", "curate_seq", "sample_record", "format_record", "dedup_key"]
+__all__ = [
+    "SEQ_TYPES",
+    "STRIDE",
+    "generate_seq",
+    "curate_seq",
+    "sample_record",
+    "format_record",
+    "dedup_key",
+    "widen_names",
+]
 
 SEQ_TYPES = ("extractive_qa", "text_to_code", "data_to_text", "text_generation")
 STRIDE = 4  # request indexes per unit: unit u owns u*STRIDE … u*STRIDE+3 (one row each)
@@ -191,6 +200,29 @@ def sample_record(fields: list[str], pools: dict[str, list[str]], presence: dict
     return record
 
 
+def widen_names(values: list[str], cap: int = 16) -> list[str]:
+    """More proper names from a field's names by recombining them ("The Golden Palace" + "Browns Cambridge"
+    → "The Golden Cambridge", "Browns Palace"), so a student learns to copy names rather than remember a few.
+
+    Only for fields whose values are all capitalised names of two or more words at least once; others are
+    returned as they are.
+    """
+    capital = all(re.match(r"^[A-Z][\w'’.-]*(?:\s+[\w'’.-]+)*$", v) for v in values)
+    if not capital or len(values) < 2 or not any(" " in v for v in values):
+        return values
+    out = list(values)
+    heads = [v.rsplit(" ", 1)[0] for v in values if " " in v] + [v for v in values if " " not in v]
+    tails = [v.rsplit(" ", 1)[1] for v in values if " " in v]
+    for head in heads:
+        for tail in tails:
+            name = f"{head} {tail}"
+            if len(out) >= cap:
+                return out
+            if name not in out and norm(tail) not in norm(head):
+                out.append(name)
+    return out
+
+
 def _d2t_context(spec: TaskSpec, llm: Any, cfg: GenConfig) -> dict[str, Any]:
     records = [record_fields(i) for i, _ in spec.demonstrations]
     records = [r for r in records if len(r) >= 2]
@@ -226,6 +258,8 @@ def _d2t_context(spec: TaskSpec, llm: Any, cfg: GenConfig) -> dict[str, Any]:
                 pools[f].append(v)
                 proposed[f] = proposed.get(f, 0) + 1
     required = next((f for f in fields if all(any(g == f for g, _ in r) for r in records)), None)
+    for f in fields:
+        pools[f] = widen_names(pools[f])
     return {"system": _system(spec), "fields": fields, "pools": pools, "presence": presence, "style": style,
             "proposed_values": proposed, "required": required}  # fmt: skip
 
