@@ -9,7 +9,14 @@ import pytest
 
 from p2m.errors import TaskError
 from p2m.tools.generate import GenConfig
-from p2m.tools.generate_seq import curate_seq, format_record, generate_seq, sample_record, widen_names
+from p2m.tools.generate_seq import (
+    curate_seq,
+    format_record,
+    generate_seq,
+    salvage,
+    sample_record,
+    widen_names,
+)
 from p2m.tools.parse import parse_task, qa_parts
 from p2m.tools.seq_checks import (
     answer_candidates,
@@ -147,6 +154,14 @@ def test_output_check():
     assert check_output("noon works", "see you at noon", 10) is None
     assert check_output("see you at noon", "See you at noon!", 10) == "repeats_input"
     assert check_output("word " * 20, "x", 10) == "too_long"
+
+
+def test_a_reply_cut_off_by_max_tokens_keeps_its_complete_sentences():
+    assert salvage('{"passage": "The river is long. It has \\"two\\" dams. It floods ev', "passage") == (
+        'The river is long. It has "two" dams.'
+    )
+    assert salvage('{"passage": "no sentence end', "passage") is None
+    assert salvage("nothing", "passage") is None
 
 
 def test_names_are_widened_by_recombination_other_values_are_not():

@@ -19,6 +19,7 @@ Every request has a fixed seed (reproducible, cached); every dropped row keeps i
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 import time
@@ -56,6 +57,7 @@ __all__ = [
     "format_record",
     "dedup_key",
     "widen_names",
+    "salvage",
 ]
 
 SEQ_TYPES = ("extractive_qa", "text_to_code", "data_to_text", "text_generation")
@@ -84,14 +86,34 @@ def _system(spec: TaskSpec, inputs_only: bool = False) -> str:
 
 def _ask(llm: Any, system: str, user: str, key: str, cfg: GenConfig, seed: int, max_tokens: int,
          lo: int = 1, hi: int = 600) -> Any:  # fmt: skip
+    """The string the teacher writes for `key`; a reply cut off by `max_tokens` keeps its complete sentences."""
     schema = {
         "type": "object",
         "properties": {key: {"type": "string", "minLength": lo, "maxLength": hi}},
         "required": [key],
     }
-    data = llm.json([("system", system), ("user", user)], schema, temperature=cfg.temperature, seed=seed,
-                    max_tokens=max_tokens, purpose="generate")  # fmt: skip
+    text = llm.complete([("system", system), ("user", user)], schema=schema, temperature=cfg.temperature,
+                        seed=seed, max_tokens=max_tokens, purpose="generate")  # fmt: skip
+    text = re.sub(r"^```(?:json)?\s*|\s*```$", "", (text or "").strip())  # some endpoints fence JSON
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return salvage(text, key)
     return data.get(key) if isinstance(data, dict) else None
+
+
+def salvage(text: str, key: str) -> str | None:
+    """From JSON cut off inside the string of `key`: the string up to its last sentence end, else None."""
+    m = re.search(rf'"{re.escape(key)}"\s*:\s*"((?:[^"\\]|\\.)*)', text or "")
+    if not m:
+        return None
+    fragment = re.sub(r"\\+$", "", m.group(1))
+    try:
+        value = json.loads(f'"{fragment}"')
+    except json.JSONDecodeError:
+        return None
+    end = max(value.rfind(". "), value.rfind("? "), value.rfind("! "), value.rfind("."))
+    return value[: end + 1].strip() if end > 0 else None
 
 
 def _row(inp: str, out: str, index: int, reason: str | None, quality: dict | None = None) -> dict[str, Any]:
