@@ -27,8 +27,14 @@ from p2m.tools.train_seq import (
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("Passage: Paris is in France.\nQuestion: Where is Paris?", ("Paris is in France.", "Where is Paris?")),
-        ("Question: Where is Paris?\nPassage: Paris is in France.", ("Paris is in France.", "Where is Paris?")),
+        (
+            "Passage: Paris is in France.\nQuestion: Where is Paris?",
+            ("Paris is in France.", "Where is Paris?"),
+        ),
+        (
+            "Question: Where is Paris?\nPassage: Paris is in France.",
+            ("Paris is in France.", "Where is Paris?"),
+        ),
         ("context: A\nB\nquestion:  Q?  ", ("A\nB", "Q?")),
         ('{"context": "Paris is in France.", "question": "Where?"}', ("Paris is in France.", "Where?")),
         ('{"passage": "P", "question": "Q"}', ("P", "Q")),
@@ -122,7 +128,10 @@ def test_long_passages_are_windowed_with_labels_in_the_right_window():
     enc = ts._qa_windows(tok, ["What is the code?"], [passage])
     assert len(enc["input_ids"]) > 1
     start, end = ts._span_labels(enc, [answer_span(passage, "zebra")])
-    assert start[:-1].tolist() == [0] * (len(start) - 1) and tok.decode(enc["input_ids"][-1][start[-1]]) == "zebra"
+    assert (
+        start[:-1].tolist() == [0] * (len(start) - 1)
+        and tok.decode(enc["input_ids"][-1][start[-1]]) == "zebra"
+    )
 
 
 def test_best_span_is_valid_and_inside_the_passage():
@@ -160,7 +169,11 @@ def test_tiny_generator_saves_and_loads_with_its_template(tmp_path):
     before = student.predict(inputs, batch_size=2, max_new_tokens=5)
     student.save(tmp_path / "gen")
     meta = json.loads((tmp_path / "gen" / ts.META_FILE).read_text())
-    assert meta["kind"] == "causal-lm" and meta["template"] == "Q: {input}\nA:" and meta["instruction"] == "Say it."
+    assert (
+        meta["kind"] == "causal-lm"
+        and meta["template"] == "Q: {input}\nA:"
+        and meta["instruction"] == "Say it."
+    )
     assert (tmp_path / "gen" / "model.safetensors").exists()
     loaded = load_seq_student(tmp_path / "gen")
     assert isinstance(loaded, GenStudent) and loaded.template == "Q: {input}\nA:"
@@ -170,9 +183,9 @@ def test_tiny_generator_saves_and_loads_with_its_template(tmp_path):
 
 # ---------------------------------------------------------------- slow: real models, tiny tasks
 
-NAMES = ["Ada", "Bruno", "Chen", "Dara", "Emil", "Farah", "Goran", "Hana", "Ivo", "Jun", "Kira", "Lev"]
-CITIES = ["Lyon", "Oslo", "Quito", "Perth", "Turin", "Hanoi", "Cork", "Lagos", "Bergen", "Porto", "Split", "Kobe"]
-JOBS = ["baker", "pilot", "nurse", "judge", "tailor", "chemist"]
+NAMES = "Ada Bruno Chen Dara Emil Farah Goran Hana Ivo Jun Kira Lev".split()
+CITIES = "Lyon Oslo Quito Perth Turin Hanoi Cork Lagos Bergen Porto Split Kobe".split()
+JOBS = "baker pilot nurse judge tailor chemist".split()
 
 
 def _qa_pairs(offset: int, n: int) -> list[tuple[str, str]]:
@@ -200,7 +213,7 @@ def test_qa_student_learns_spans_and_round_trips(tmp_path):
     assert isinstance(loaded, QAStudent) and loaded.predict([x for x, _ in held_out]) == preds
 
 
-FOODS = ["Italian", "Chinese", "French", "Indian", "English", "Japanese"]
+FOODS = "Italian Chinese French Indian English Japanese".split()
 
 
 def _gen_pairs(offset: int, n: int) -> list[tuple[str, str]]:
@@ -212,8 +225,8 @@ def _gen_pairs(offset: int, n: int) -> list[tuple[str, str]]:
 
 @pytest.mark.slow
 def test_generator_learns_a_template_and_round_trips(tmp_path):
-    train, held_out = _gen_pairs(0, 40), _gen_pairs(41, 6)
-    cfg = SeqTrainConfig(epochs=2, batch_size=8, lr=1e-3, lora_r=8)
+    train, held_out = _gen_pairs(0, 24), _gen_pairs(25, 6)
+    cfg = SeqTrainConfig(epochs=2, batch_size=4, lr=1e-3, lora_r=8)
     student = finetune_generator(train, held_out[:4], "Describe the restaurant.", cfg)
     history = student.meta["history"]
     assert history[-1]["val_loss"] < history[0]["val_loss"] / 2  # epoch 0: before training
@@ -223,4 +236,7 @@ def test_generator_learns_a_template_and_round_trips(tmp_path):
     student.save(tmp_path / "gen")
     assert not list((tmp_path / "gen").glob("*.gguf"))
     loaded = load_seq_student(tmp_path / "gen")
-    assert isinstance(loaded, GenStudent) and loaded.predict([x for x, _ in held_out], max_new_tokens=16) == preds
+    assert (
+        isinstance(loaded, GenStudent)
+        and loaded.predict([x for x, _ in held_out], max_new_tokens=16) == preds
+    )
