@@ -161,7 +161,15 @@ def test_a_reply_cut_off_by_max_tokens_keeps_its_complete_sentences():
         'The river is long. It has "two" dams.'
     )
     assert salvage('{"passage": "no sentence end', "passage") is None
+    assert salvage('{"passage": "Line one.\nLine two. And', "passage") == "Line one.\nLine two."
     assert salvage("nothing", "passage") is None
+
+
+def test_a_raw_newline_inside_the_json_string_is_accepted(fake_llm, fake_chat):
+    from p2m.tools.generate_seq import _ask
+
+    fake_chat.enqueue('{ "passage" : "First line.\nSecond line." } ')
+    assert _ask(fake_llm, "s", "u", "passage", GenConfig(), 0, 50) == "First line.\nSecond line."
 
 
 def test_names_are_widened_by_recombination_other_values_are_not():

@@ -96,7 +96,7 @@ def _ask(llm: Any, system: str, user: str, key: str, cfg: GenConfig, seed: int, 
                         seed=seed, max_tokens=max_tokens, purpose="generate")  # fmt: skip
     text = re.sub(r"^```(?:json)?\s*|\s*```$", "", (text or "").strip())  # some endpoints fence JSON
     try:
-        data = json.loads(text)
+        data = json.loads(text, strict=False)  # a small model puts raw newlines in strings
     except json.JSONDecodeError:
         return salvage(text, key)
     return data.get(key) if isinstance(data, dict) else None
@@ -109,7 +109,7 @@ def salvage(text: str, key: str) -> str | None:
         return None
     fragment = re.sub(r"\\+$", "", m.group(1))
     try:
-        value = json.loads(f'"{fragment}"')
+        value = json.loads(f'"{fragment}"', strict=False)
     except json.JSONDecodeError:
         return None
     end = max(value.rfind(". "), value.rfind("? "), value.rfind("! "), value.rfind("."))
