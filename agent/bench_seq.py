@@ -9,7 +9,6 @@ result says so).
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -17,19 +16,11 @@ from typing import Any
 from p2m.tools.evaluate import seq_report
 from p2m.tools.llm import EMBEDDED_MODEL, open_llm
 from p2m.tools.prompts import load_prompt
+from p2m.tools.seq_checks import first_answer
 
 __all__ = ["first_answer", "teacher_zero_shot_seq", "student_seq"]
 
 _MAX_TOKENS = {"extractive_qa": 32, "text_to_code": 96, "data_to_text": 96, "text_generation": 128}
-
-
-def first_answer(text: str) -> str:
-    """The answer in a raw completion: its first non-empty line, without a code fence or an "Output:" tag."""
-    lines = [line.strip() for line in (text or "").strip().splitlines()]
-    lines = [line for line in lines if line and not line.startswith("```")]
-    if not lines:
-        return ""
-    return re.sub(r"^(?:output|answer|code|text)\s*:\s*", "", lines[0], flags=re.I).strip()
 
 
 def teacher_zero_shot_seq(task: dict[str, Any], rows: list[tuple[str, list[str]]], options: Any,

@@ -136,19 +136,36 @@ class _Run:
         self.store.add_decision(self.run_id, Decision(action, reason, "rule", args).to_dict())
 
     # stages -------------------------------------------------------------------------------------
-    def parse(self) -> TaskSpec:
+    def parse(self, classification_only: bool = True) -> TaskSpec:
+        """The run's TaskSpec (parsed once, then read from the store).
+
+        Raises:
+            TaskError: the prompt has no task, or (`classification_only`, as for the planner) it is not a
+                classification task.
+        """
         found = self.store.task_version(self.run_id)
         if found:
-            return TaskSpec.from_dict(found[1])
+            spec = TaskSpec.from_dict(found[1])
+            self._only_classification(spec, classification_only)
+            return spec
         self.store.set_stage(self.run_id, "parse")
         # Deterministic first: a prompt with no task fails before the teacher starts.
         spec = parse_task(self.prompt)
         if spec.task_type != "classification" or len(spec.labels) < 2:
             spec = parse_task(self.prompt, self.llm)  # the teacher's reading fills the gaps
+        self._only_classification(spec, classification_only)
         self.store.add_task_version(self.run_id, spec.to_dict(), note="parsed from the prompt")
         self.store.stage_done(self.run_id, "parse", {"labels": spec.labels, "task_type": spec.task_type})
         _log(self.progress, f"task: {spec.task_type}, labels {spec.labels}, input kind '{spec.input_kind}'")
         return spec
+
+    @staticmethod
+    def _only_classification(spec: TaskSpec, classification_only: bool) -> None:
+        if classification_only and spec.task_type != "classification":
+            raise TaskError(
+                f"this is a {spec.task_type} task; the planner (--target, --planner) decides for classification"
+                " only: run it without those options"
+            )
 
     def retrieve(self, spec: TaskSpec, eval_pairs: list | None) -> dict[str, Any]:
         """Search the index for labelled data that fits the task, map it, and keep a balanced sample."""
@@ -477,7 +494,7 @@ def run_pipeline(
     r = _Run(store, run_id, folder, prompt, options, progress, llm)
     _log(progress, f"run {run_id} → {folder}")
     with recorded(store, run_id), contextlib.closing(r):
-        spec = r.parse()
+        spec = r.parse(classification_only=False)
         if spec.task_type != "classification":  # QA, code, data-to-text, text generation
             from p2m.agent.pipeline_seq import run_seq_stages
 

@@ -91,27 +91,26 @@ def _seq_reply(user: str, props: dict[str, Any], seed: int) -> str | None:
         passage = user.split("\n")[0].removeprefix("Passage: ")
         sentence = next((x for x in re.split(r"(?<=\.) ", passage) if answer and answer in x), passage)
         return json.dumps({"question": sentence.replace(answer, "what").rstrip(".") + "?"})
-    if "request" in props:
-        return json.dumps({"request": _OPS[seed % len(_OPS)].format(n=seed % 97 + 2)})
-    if "code" in props:  # "Input: <request>\nOutput:"
-        req = re.search(r"Input: (.+)", user)
-        for op, code in zip(_OPS, _CODE, strict=True):
-            m = re.fullmatch(re.escape(op).replace(r"\{n\}", r"(\d+)"), req.group(1).strip() if req else "")
-            if m:
-                return json.dumps({"code": code.format(n=m.group(1))})
-        return json.dumps({"code": "pass"})
-    if (
-        "text" in props and "Write one fluent sentence that includes" in user
-    ):  # data to text: "Input: name[X], area[Y]"
-        rec = re.findall(r"(\w[\w ]*?)\[([^\]]*)\]", user.split("\n")[0])
+    if props:
+        return None
+    # plain completions: "… Write one more input like these …" or "… Input: X [hint] Output:"
+    if "Write one more input like these, about" in user:  # a code request
+        return _OPS[seed % len(_OPS)].format(n=seed % 97 + 2)
+    if "Write one more input like these:" in user:  # a text-generation input
+        return label_text("item", seed)
+    inputs = re.findall(r"Input: (.+)", user)
+    if not inputs or not user.rstrip().endswith("Output:"):
+        return None
+    last = inputs[-1].strip()
+    if "Write one fluent sentence that includes" in user:  # data to text: "Input: name[X], area[Y]"
+        rec = re.findall(r"(\w[\w ]*?)\[([^\]]*)\]", last)
         words = [re.sub(r"([a-z])([A-Z])", r"\1 \2", f).lower() + " " + v for f, v in rec]
-        return json.dumps({"text": "The place has " + ", ".join(words) + "."})
-    if "text" in props and "new input for this task" in user:
-        return json.dumps({"text": label_text("item", seed)})
-    if "output" in props:  # text generation: a learnable function of the input
-        inp = re.search(r"Input: (.+)", user)
-        return json.dumps({"output": " ".join((inp.group(1) if inp else "x").split()[:3][::-1])})
-    return None
+        return "The place has " + ", ".join(words) + ".\nInput: more"
+    for op, code in zip(_OPS, _CODE, strict=True):
+        m = re.fullmatch(re.escape(op).replace(r"\{n\}", r"(\d+)"), last)
+        if m:
+            return code.format(n=m.group(1)) + "\n\nRequest: next"
+    return " ".join(last.split()[:3][::-1])
 
 
 class FakeChatModel(BaseChatModel):

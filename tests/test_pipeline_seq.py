@@ -132,6 +132,15 @@ def test_qa_prompt_without_passages_fails_before_generation(fake_llm):
         run_pipeline("Answer trivia questions about history.", _opts(), llm=fake_llm, progress=False)
 
 
+def test_planner_refuses_a_seq_task_in_one_line(fake_llm):
+    from p2m.agent.planner import PlanOptions, run_planner
+
+    with pytest.raises(TaskError, match="classification only"):
+        run_planner(
+            CODE_PROMPT, _opts(), PlanOptions(max_rounds=1, decider="rule"), llm=fake_llm, progress=False
+        )
+
+
 def test_demo_fits_the_task(memo_students):
     from p2m.tools.deploy import demo_fn
 
@@ -208,3 +217,18 @@ def test_own_bench_folders_follow_the_contract(name):
         for _, refs in rows:
             for r in refs:
                 ast.parse(r)
+
+
+# the real students ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prompt", [QA_PROMPT, D2T_PROMPT])
+def test_real_students_train_deploy_and_reload(prompt, fake_llm):
+    from p2m.tools.deploy import load_run_model
+
+    res = run_pipeline(prompt, _opts(n=12), llm=fake_llm, progress=False)
+    student, spec = load_run_model(res.folder)
+    out = student.predict([i for i, _ in res.spec.demonstrations])
+    assert len(out) == len(res.spec.demonstrations) and all(isinstance(o, str) for o in out)
+    assert res.report["validation"]["n"] >= 1 and spec["task_type"] == res.spec.task_type

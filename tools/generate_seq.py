@@ -43,6 +43,7 @@ from p2m.tools.seq_checks import (
     check_question,
     clean_code,
     clean_generated,
+    first_answer,
     norm,
     repair_record,
 )
@@ -146,15 +147,23 @@ def _qa_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> lis
     return rows
 
 
+def _line(llm: Any, user: str, cfg: GenConfig, seed: int, max_tokens: int) -> str:
+    """The first line of a plain completion: a small model follows "Input: … / Output:" examples better than
+    it writes code or prose inside a JSON string."""
+    text = llm.complete([("user", user)], temperature=cfg.temperature, seed=seed, max_tokens=max_tokens,
+                        purpose="generate")  # fmt: skip
+    return first_answer(text)
+
+
 def _code_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> list[dict[str, Any]]:
     seed = cfg.seed + u * STRIDE
     topic = _CODE_TOPICS[u % len(_CODE_TOPICS)]
-    user = load_prompt("seq_request_user").format(topic=topic)
-    request = clean_generated(_ask(llm, ctx["inputs_system"], user, "request", cfg, seed, 60, 10, 200))
-    if not request or not 3 <= len(request.split()) <= 40:
-        return [_row(request or "", "", u * STRIDE, "invalid_request")]
-    user = load_prompt("seq_output_user").format(input=request, hint="")
-    code = clean_code(_ask(llm, ctx["system"], user, "code", cfg, seed + 1, 120, 3, 300))
+    user = ctx["inputs_system"] + "\n\n" + load_prompt("seq_request_user").format(topic=topic)
+    request = clean_generated(_line(llm, user, cfg, seed, 48))
+    if not request or not 3 <= len(request.split()) <= 40 or check_code(request, run=False)[0] is None:
+        return [_row(request or "", "", u * STRIDE, "invalid_request")]  # empty, too long, or code itself
+    user = ctx["system"] + "\n\n" + load_prompt("seq_output_user").format(input=request, hint="")
+    code = clean_code(_line(llm, user, cfg, seed + 1, 96))
     reason, ran = check_code(code, request, one_line=ctx["one_line"])
     return [_row(request, code or "", u * STRIDE, reason, {"ran": ran})]
 
@@ -169,8 +178,8 @@ def _d2t_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> li
         if len(values) > 1
         else ""
     )
-    user = load_prompt("seq_output_user").format(input=inp, hint=hint)
-    text = clean_generated(_ask(llm, ctx["system"], user, "text", cfg, cfg.seed + u * STRIDE, 160, 10, 500))
+    user = ctx["system"] + "\n\n" + load_prompt("seq_output_user").format(input=inp, hint=hint)
+    text = clean_generated(_line(llm, user, cfg, cfg.seed + u * STRIDE, 120))
     reason = check_mentions(text, record, ctx["pools"])
     if reason in ("misses_a_value", "mentions_other_value"):
         # a small teacher drops values and copies others from the examples: keep the text with the record
@@ -184,12 +193,17 @@ def _d2t_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> li
 
 def _textgen_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> list[dict[str, Any]]:
     seed = cfg.seed + u * STRIDE
-    user = load_prompt("seq_input_user").format(input_kind=spec.input_kind, hint=_HINTS[u % len(_HINTS)])
-    inp = clean_generated(_ask(llm, ctx["inputs_system"], user, "text", cfg, seed, cfg.max_tokens, 3, 600))
+    hint = _HINTS[u % len(_HINTS)]
+    user = (
+        ctx["inputs_system"]
+        + "\n\n"
+        + load_prompt("seq_input_user").format(input_kind=spec.input_kind, hint=hint)
+    )
+    inp = clean_generated(_line(llm, user, cfg, seed, cfg.max_tokens))
     if not inp or len(inp.split()) < 2:
         return [_row(inp or "", "", u * STRIDE, "invalid_input")]
-    user = load_prompt("seq_output_user").format(input=inp, hint="")
-    out = clean_generated(_ask(llm, ctx["system"], user, "output", cfg, seed + 1, 160, 1, 800))
+    user = ctx["system"] + "\n\n" + load_prompt("seq_output_user").format(input=inp, hint="")
+    out = clean_generated(_line(llm, user, cfg, seed + 1, 128))
     return [_row(inp, out or "", u * STRIDE, check_output(out, inp, ctx["max_words"]))]
 
 

@@ -19,6 +19,7 @@ import tempfile
 __all__ = [
     "norm",
     "clean_generated",
+    "first_answer",
     "answer_candidates",
     "check_question",
     "check_passage",
@@ -56,6 +57,15 @@ def clean_generated(text: object) -> str | None:
         return None
     text = re.sub(r"^```\w*|```$", "", text.strip()).strip()
     return re.sub(r"[ \t]+", " ", text).strip().strip('"').strip()
+
+
+def first_answer(text: str) -> str:
+    """The answer in a raw completion: its first non-empty line, without a code fence or an "Output:" tag."""
+    lines = [line.strip() for line in (text or "").strip().splitlines()]
+    lines = [line for line in lines if line and not line.startswith("```")]
+    if not lines:
+        return ""
+    return re.sub(r"^(?:output|answer|code|text|input|request)\s*:\s*", "", lines[0], flags=re.I).strip()
 
 
 # extractive QA -------------------------------------------------------------------------------------
