@@ -2,7 +2,7 @@
 
 - `GenStudent`: SmolLM2-135M, loaded by transformers from the same GGUF the embedded teacher runs
   (dequantized to float), fine-tuned with LoRA (peft) on `template(input) → output`, the LoRA merged
-  back for inference: greedy, batched with left padding, KV cache, int8 dynamic quantization on CPU.
+  back for inference: greedy, batched with left padding, KV cache, bfloat16 on CPUs that have it.
 - `QAStudent`: all-MiniLM-L6-v2 with a fresh span head (`AutoModelForQuestionAnswering`), SQuAD-style
   windows with a document stride; the answer is the best valid span of the passage.
 
@@ -12,6 +12,7 @@ validation, keep the best); `load_seq_student(path)` gives back either student f
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import math
@@ -224,8 +225,10 @@ def _newline_ids(tokenizer: Any) -> list[int]:
 class GenStudent:
     """A causal LM (merged LoRA) answering `template.format(input=...)` greedily.
 
-    `fast=True` (the default) quantizes the Linear layers to int8 for CPU inference on first use;
-    the float model is what `save` writes.
+    `fast=True` (the default) predicts with a bfloat16 copy where the CPU has native bf16: measured
+    here 2× faster than float32, 26 of 32 answers identical and the rest as good. int8 dynamic
+    quantization (what the classifier uses) is not used: it turned SmolLM2's answers into noise
+    (0 of 32 identical, most empty), per-tensor or per-channel. `save` writes the float32 model.
     """
 
     kind = "causal-lm"
@@ -249,8 +252,11 @@ class GenStudent:
         return self.template.format(input=text)
 
     def _inference_model(self) -> Any:
+        import torch
+
         if self._runner is None:
-            self._runner = quantize_for_cpu(self.model) if self.fast else self.model
+            fast = self.fast and _bf16_supported()
+            self._runner = copy.deepcopy(self.model).to(torch.bfloat16) if fast else self.model
         return self._runner
 
     def predict(self, inputs: list[str], batch_size: int = 16, max_new_tokens: int = 64) -> list[str]:
