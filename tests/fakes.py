@@ -91,11 +91,11 @@ def _seq_reply(user: str, props: dict[str, Any], seed: int) -> str | None:
         passage = user.split("\n")[0].removeprefix("Passage: ")
         sentence = next((x for x in re.split(r"(?<=\.) ", passage) if answer and answer in x), passage)
         return json.dumps({"question": sentence.replace(answer, "what").rstrip(".") + "?"})
+    if "request" in props:  # a code request
+        return json.dumps({"request": _OPS[seed % len(_OPS)].format(n=seed % 97 + 2)})
     if props:
         return None
     # plain completions: "… Write one more input like these …" or "… Input: X [hint] Output:"
-    if "Write one more input like these, about" in user:  # a code request
-        return _OPS[seed % len(_OPS)].format(n=seed % 97 + 2)
     if "Write one more input like these:" in user:  # a text-generation input
         return label_text("item", seed)
     inputs = re.findall(r"Input: (.+)", user)

@@ -27,6 +27,7 @@ from p2m.tools.seq_checks import (
     check_question,
     clean_code,
     mentions,
+    pick_code_line,
     repair_record,
 )
 
@@ -103,6 +104,14 @@ def test_code_check(code, reason, ran):
 def test_code_check_allows_several_lines_when_asked_and_runs_until_timeout():
     assert check_code("a = 1\nb = a + 1", one_line=False) == (None, True)
     assert check_code("x = [i for i in iter(int, 1)]", run=False) == (None, False)
+
+
+def test_pick_code_line_finds_the_one_liner_in_a_wordy_completion():
+    wrapped = "```python\ndef get_length(d):\n    return len([w for w in d if w])  # count\nprint(get_length({}))\n```"
+    assert pick_code_line(wrapped) == "len([w for w in d if w])"
+    assert pick_code_line("Here you go:\nsorted(words, key=len)") == "sorted(words, key=len)"
+    assert pick_code_line("x = s.count('#')  # hash signs") == "x = s.count('#')"
+    assert pick_code_line("I think so.\nwords") is None
 
 
 def test_clean_code_strips_fences_and_prefixes():
@@ -268,7 +277,9 @@ def test_generation_is_reproducible_and_resumable(fake_llm):
 
 
 def test_duplicates_are_dropped(fake_llm, fake_chat):
-    fake_chat.responder = lambda m, p: "print 4 squared" if "one more input" in m[-1][1] else "print(4 ** 2)"
+    fake_chat.responder = lambda m, p: (
+        '{"request": "print 4 squared"}' if "request" in str(p) else "print(4 ** 2)"
+    )
     rows, stats = _gen(CODE_PROMPT, fake_llm, n=3)
     assert stats["usable"] == 1 and stats["checks"]["duplicate"] >= 1 and stats["stopped_by"] == "no_progress"
     assert sum(r["kept"] for r in rows) == 1

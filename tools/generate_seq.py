@@ -45,6 +45,7 @@ from p2m.tools.seq_checks import (
     clean_generated,
     first_answer,
     norm,
+    pick_code_line,
     repair_record,
 )
 from p2m.tools.types import TaskSpec
@@ -155,17 +156,28 @@ def _line(llm: Any, user: str, cfg: GenConfig, seed: int, max_tokens: int) -> st
     return first_answer(text)
 
 
+# Request verbs: the demonstrations' first words plus common ones; the grammar keeps requests plain English.
+_VERBS = ("get", "make", "sort", "count", "find", "remove", "check", "convert", "split", "join", "print", "add",
+          "reverse", "create", "compute", "replace", "turn", "filter", "merge", "keep", "read", "write", "build")  # fmt: skip
+
+
 def _code_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> list[dict[str, Any]]:
     seed = cfg.seed + u * STRIDE
     topic = _CODE_TOPICS[u % len(_CODE_TOPICS)]
-    user = ctx["inputs_system"] + "\n\n" + load_prompt("seq_request_user").format(topic=topic)
-    request = clean_generated(_line(llm, user, cfg, seed, 48))
-    if not request or not 3 <= len(request.split()) <= 40 or check_code(request, run=False)[0] is None:
-        return [_row(request or "", "", u * STRIDE, "invalid_request")]  # empty, too long, or code itself
+    user = load_prompt("seq_request_user").format(topic=topic)
+    schema = {"type": "object", "required": ["request"], "properties": {"request": {
+        "type": "string", "pattern": f"^({'|'.join(ctx['verbs'])}) [a-z][a-z0-9 ,'_]{{8,80}}$"}}}  # fmt: skip
+    data = llm.json([("system", ctx["inputs_system"]), ("user", user)], schema, temperature=cfg.temperature,
+                    seed=seed, max_tokens=48, purpose="generate")  # fmt: skip
+    request = clean_generated(data.get("request") if isinstance(data, dict) else None)
+    if not request or not 3 <= len(request.split()) <= 40:
+        return [_row(request or "", "", u * STRIDE, "invalid_request")]
     user = ctx["system"] + "\n\n" + load_prompt("seq_output_user").format(input=request, hint="")
-    code = clean_code(_line(llm, user, cfg, seed + 1, 96))
+    raw = llm.complete([("user", user)], temperature=cfg.temperature, seed=seed + 1, max_tokens=96,
+                       purpose="generate")  # fmt: skip
+    code = pick_code_line(raw) if ctx["one_line"] else clean_code(raw)
     reason, ran = check_code(code, request, one_line=ctx["one_line"])
-    return [_row(request, code or "", u * STRIDE, reason, {"ran": ran})]
+    return [_row(request, code or clean_code(raw) or "", u * STRIDE, reason, {"ran": ran})]
 
 
 def _d2t_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> list[dict[str, Any]]:
@@ -306,8 +318,10 @@ def _context(spec: TaskSpec, llm: Any, cfg: GenConfig) -> dict[str, Any]:
     outs = [o for _, o in spec.demonstrations]
     one_line = (all("\n" not in o for o in outs) if outs else True) or "one-line" in spec.instruction.lower()
     max_words = int(max([len(o.split()) for o in outs] or [60]) * 3) + 10
+    firsts = [i.split()[0].lower() for i, _ in spec.demonstrations if i.split() and i.split()[0].isalpha()]
+    verbs = list(dict.fromkeys(firsts + list(_VERBS)))
     return {"system": _system(spec), "inputs_system": _system(spec, inputs_only=True), "one_line": one_line,
-            "max_words": max_words}  # fmt: skip
+            "max_words": max_words, "verbs": verbs}  # fmt: skip
 
 
 def dedup_key(row: dict[str, Any], task_type: str) -> str:

@@ -25,6 +25,7 @@ __all__ = [
     "check_passage",
     "find_span",
     "clean_code",
+    "pick_code_line",
     "check_code",
     "run_snippet",
     "mentions",
@@ -156,6 +157,30 @@ def clean_code(code: object) -> str | None:
     return "\n".join(line.rstrip() for line in code.strip().splitlines()).strip()
 
 
+def _does_something(tree: ast.Module) -> bool:
+    return bool(tree.body) and not all(
+        isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant | ast.Name) for s in tree.body
+    )
+
+
+def pick_code_line(text: str | None) -> str | None:
+    """The first line of a completion that is a whole Python statement doing something; a `return X`
+    line gives X. A small teacher often wraps a usable one-liner in a function, fences or comments."""
+    for line in (text or "").splitlines():
+        line = re.sub(r"^(?:output|code|python)\s*:\s*", "", line.strip().strip("`").strip(), flags=re.I)
+        line = re.sub(r"\s+#[^'\"]*$", "", line).strip()  # a trailing comment (not one inside a string)
+        if not line or line.startswith(("def ", "class ", "#", "@", "import ", "from ", "if __name__")):
+            continue
+        line = line.removeprefix("return ").strip()
+        try:
+            tree = ast.parse(line)
+        except (SyntaxError, ValueError):
+            continue
+        if _does_something(tree):
+            return line
+    return None
+
+
 def _free_names(tree: ast.AST) -> set[str]:
     stored, loaded = set(), set()
     for node in ast.walk(tree):
@@ -215,9 +240,7 @@ def check_code(
         tree = ast.parse(code)
     except (SyntaxError, ValueError):
         return "does_not_parse", False
-    if not tree.body or all(
-        isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant | ast.Name) for s in tree.body
-    ):
+    if not _does_something(tree):
         return "does_nothing", False
     if request and norm(code) == norm(request):
         return "repeats_request", False
