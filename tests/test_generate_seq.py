@@ -101,6 +101,14 @@ def test_code_check(code, reason, ran):
     assert check_code(code) == (reason, ran)
 
 
+def test_code_must_be_about_its_request():
+    assert check_code("len(word)", "get the length of the string word", run=False) == (None, False)
+    assert check_code("sorted(xs)", "sort the list xs", run=False) == (None, False)
+    assert check_code("numbers = [1, 2]", "get the length of the string word", run=False)[0] == (
+        "code_not_about_request"
+    )
+
+
 def test_code_check_allows_several_lines_when_asked_and_runs_until_timeout():
     assert check_code("a = 1\nb = a + 1", one_line=False) == (None, True)
     assert check_code("x = [i for i in iter(int, 1)]", run=False) == (None, False)

@@ -163,6 +163,21 @@ def _does_something(tree: ast.Module) -> bool:
     )
 
 
+def _about(code: str, request: str) -> bool:
+    """Whether a name or word of the code shares its first three letters with a content word of the request
+    ("len" ~ "length", "sorted" ~ "sort", "words" ~ "words")."""
+    code_words = {w.lower() for w in re.findall(r"[A-Za-z_]\w*", code)}
+    request_words = {w for w in norm(request).split() if w not in _STOP}
+    short = {w for w in request_words if len(w) < 3}  # variable names like xs, s, d
+    if code_words & short:
+        return True
+    return any(
+        len(c) >= 3 and len(w) >= 3 and (c.startswith(w[:3]) or w.startswith(c[:3]))
+        for c in code_words
+        for w in request_words
+    )
+
+
 def pick_code_line(text: str | None) -> str | None:
     """The first line of a completion that is a whole Python statement doing something; a `return X`
     line gives X. A small teacher often wraps a usable one-liner in a function, fences or comments."""
@@ -229,8 +244,8 @@ def check_code(
 ) -> tuple[str | None, bool]:
     """(None, ran) for a usable snippet, else (reason, False).
 
-    The snippet must parse, be one line when `one_line`, do something (not a bare name or constant) and not
-    repeat the request; it is run (see `run_snippet`) when it has no free names and uses only safe modules.
+    The snippet must parse, be one line when `one_line`, do something (not a bare name or constant), not
+    repeat the request and share a word with it (see `_about`); it is run (see `run_snippet`) when it has no free names and uses only safe modules.
     """
     if not code:
         return "invalid_json", False
@@ -244,6 +259,8 @@ def check_code(
         return "does_nothing", False
     if request and norm(code) == norm(request):
         return "repeats_request", False
+    if request and not _about(code, request):
+        return "code_not_about_request", False
     if run and not _free_names(tree) and _safe_to_run(tree):
         reason = run_snippet(code)
         return reason, reason is None
