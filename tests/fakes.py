@@ -75,11 +75,9 @@ _CODE = ("ys = [x + {n} for x in xs]", "print(sum(range(1, {n} + 1)))", "r = s *
 def _seq_reply(user: str, props: dict[str, Any], seed: int) -> str | None:
     """The fake teacher's answers to the QA, code, data-to-text and text-generation requests (None: not one)."""
     rng = random.Random(seed)
-    if "values" in props:  # 'List 10 different values for the field "food" …'
-        field = re.search(r'field "([^"]+)"', user)
-        name = field.group(1) if field else "value"
-        tag = zlib.crc32(name.encode()) % 1000  # field-specific values that do not repeat the field's name
-        return json.dumps({"values": [f"v{tag} {k}" for k in range(1, 5)]})
+    if "These are the values of each field" in user:  # {field: [values]} for every field of a record
+        tags = {f: zlib.crc32(f.encode()) % 1000 for f in props}  # values that do not repeat the field's name
+        return json.dumps({f: [f"v{tags[f]} {k}" for k in range(1, 5)] for f in props})
     if "passage" in props:
         town, person = rng.sample(_NAMES, 2)
         year, n = rng.randint(1500, 1990), rng.randint(2, 900)

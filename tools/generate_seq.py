@@ -283,25 +283,23 @@ def _d2t_context(spec: TaskSpec, llm: Any, cfg: GenConfig) -> dict[str, Any]:
     pools = {f: list(dict.fromkeys(v for r in records for g, v in r if g == f)) for f in fields}
     presence = {f: max(0.35, sum(any(g == f for g, _ in r) for r in records) / len(records)) for f in fields}
     style = "bracket" if "[" in spec.demonstrations[0][0] else "colon"
-    proposed = {}
-    for j, f in enumerate(fields):  # the teacher proposes more values; short, new, plain ones are kept
-        if {norm(v) for v in pools[f]} <= {"yes", "no"}:
-            continue
-        user = load_prompt("seq_values_user").format(n=10, field=f, input_kind=spec.input_kind,
-                                                     known=", ".join(pools[f]))  # fmt: skip
-        schema = {"type": "object", "required": ["values"], "properties": {"values": {
-            "type": "array", "maxItems": 12, "items": {"type": "string", "minLength": 1, "maxLength": 40}}}}  # fmt: skip
-        data = llm.json([("system", spec.instruction), ("user", user)], schema, temperature=cfg.temperature,
-                        seed=cfg.seed + j, max_tokens=200, purpose="generate_values")  # fmt: skip
-        values = data.get("values") if isinstance(data, dict) else None
-        new = [v.strip() for v in values or [] if isinstance(v, str)]
+    proposed: dict[str, int] = {}
+    # One request for every field's new values (a record of lists): a weak teacher gives little, so it gets
+    # one call; short, new, plain values are kept, never the field's own name.
+    open_fields = [f for f in fields if not {norm(v) for v in pools[f]} <= {"yes", "no"}]
+    example = json.dumps({f: pools[f] for f in open_fields}, ensure_ascii=False)
+    user = load_prompt("seq_values_user").format(input_kind=spec.input_kind, example=example)
+    item = {"type": "array", "maxItems": 6, "items": {"type": "string", "minLength": 1, "maxLength": 30}}
+    schema = {"type": "object", "required": open_fields, "properties": dict.fromkeys(open_fields, item)}
+    data = llm.json([("system", spec.instruction), ("user", user)], schema, temperature=cfg.temperature,
+                    seed=cfg.seed, max_tokens=320, purpose="generate_values") if open_fields else None  # fmt: skip
+    for f in open_fields:
+        values = data.get(f) if isinstance(data, dict) else None
+        new = [v.strip() for v in values if isinstance(v, str)] if isinstance(values, list) else []
         new = [v for v in new if 0 < len(v.split()) <= 5 and not re.search(r"[\[\]{}:;,]", v)]
-        new = [
-            v for v in new if norm(f) not in norm(v) and norm(v) not in norm(f)
-        ]  # not the field's own name
         seen = {norm(v) for v in pools[f]}
         for v in new:
-            if norm(v) and norm(v) not in seen:
+            if norm(v) and norm(v) not in seen and norm(f) not in norm(v) and norm(v) not in norm(f):
                 seen.add(norm(v))
                 pools[f].append(v)
                 proposed[f] = proposed.get(f, 0) + 1
