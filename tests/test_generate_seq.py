@@ -266,6 +266,23 @@ def test_d2t_generator_repairs_a_text_that_misses_a_value(fake_llm, fake_chat):
     assert all(check_mentions(r["output"], [], {}) is None for r in repaired)
 
 
+def test_d2t_keeps_the_first_sentence_when_it_says_it_all(fake_llm, fake_chat):
+    real = fake_chat.responder
+
+    def wordy(messages, params):
+        reply = real(messages, params)
+        return (
+            reply.replace(".\nInput", ". It is nice there.\nInput")
+            if "fluent sentence" in messages[-1][1]
+            else reply
+        )
+
+    fake_chat.responder = wordy
+    rows, _ = _gen(D2T_PROMPT, fake_llm, n=4)
+    kept = [r for r in rows if r["kept"]]
+    assert kept and all(r["output"].startswith("The place has") and "nice" not in r["output"] for r in kept)
+
+
 def test_text_generation_generator(fake_llm):
     rows, _ = _gen(GEN_PROMPT, fake_llm, n=6)
     assert sum(r["kept"] for r in rows) == 6

@@ -192,15 +192,22 @@ def _d2t_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> li
     )
     user = ctx["system"] + "\n\n" + load_prompt("seq_output_user").format(input=inp, hint=hint)
     text = clean_generated(_line(llm, user, cfg, cfg.seed + u * STRIDE, 120))
-    reason = check_mentions(text, record, ctx["pools"])
-    if reason in ("misses_a_value", "mentions_other_value"):
-        # a small teacher drops values and copies others from the examples: keep the text with the record
-        # it does describe, when that still has the subject field and one more
-        fixed = repair_record(text, record, ctx["pools"], required=ctx["required"])
-        if fixed is not None and check_mentions(text, fixed, ctx["pools"]) is None:
-            quality = {"repaired": True, "asked": inp}
-            return [_row(format_record(fixed, ctx["style"]), text, u * STRIDE, None, quality)]
-    return [_row(inp, text or "", u * STRIDE, reason)]
+    first = re.split(r"(?<=[.!?])\s+", text or "", maxsplit=1)[0]
+    reason = None
+    for candidate in dict.fromkeys(
+        [first, text or ""]
+    ):  # one sentence if it says it all, else the whole text
+        reason = check_mentions(candidate, record, ctx["pools"])
+        if reason is None:
+            return [_row(inp, candidate, u * STRIDE, None)]
+        if reason in ("misses_a_value", "mentions_other_value"):
+            # a small teacher drops values and copies others from the examples: keep the text with the
+            # record it does describe, when that still has the subject field and one more
+            fixed = repair_record(candidate, record, ctx["pools"], required=ctx["required"])
+            if fixed is not None and check_mentions(candidate, fixed, ctx["pools"]) is None:
+                quality = {"repaired": True, "asked": inp}
+                return [_row(format_record(fixed, ctx["style"]), candidate, u * STRIDE, None, quality)]
+    return [_row(inp, text or "", u * STRIDE, check_mentions(text, record, ctx["pools"]))]
 
 
 def _textgen_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> list[dict[str, Any]]:
