@@ -232,3 +232,21 @@ def test_real_students_train_deploy_and_reload(prompt, fake_llm):
     out = student.predict([i for i, _ in res.spec.demonstrations])
     assert len(out) == len(res.spec.demonstrations) and all(isinstance(o, str) for o in out)
     assert res.report["validation"]["n"] >= 1 and spec["task_type"] == res.spec.task_type
+
+
+# the command line: bad inputs are one line --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prompt", "fragment"),
+    [
+        ("Answer trivia questions about world history.", "passage"),
+        ("Write a JavaScript function for the request.", "Python code only"),
+    ],
+)
+def test_cli_refuses_bad_seq_prompts_in_one_line(tmp_path, prompt, fragment):
+    from tests.test_cli import P2M, assert_one_line_error, p2m
+
+    if not P2M.exists():
+        pytest.skip("the p2m console script is not installed")
+    assert_one_line_error(p2m(tmp_path / "home", "run", prompt, "--no-retrieve"), fragment)
