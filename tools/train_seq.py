@@ -330,13 +330,15 @@ def _lm_batch(rows: list[tuple[list[int], int]], pad_id: int) -> dict[str, Any]:
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
-def _lm_loss(model: Any, rows: list[tuple[list[int], int]], pad_id: int, batch_size: int) -> float:
+def _lm_loss(
+    model: Any, rows: list[tuple[list[int], int]], pad_id: int, batch_size: int, bf16: bool = False
+) -> float:
     """Mean per-token loss of `rows` (validation)."""
     import torch
 
     total, count = 0.0, 0
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for s in range(0, len(rows), batch_size):
             batch = _lm_batch(rows[s : s + batch_size], pad_id)
             n = int((batch["labels"][:, 1:] != -100).sum())
@@ -396,7 +398,9 @@ def finetune_generator(
     best: tuple[float, dict[str, Any], int] | None = None
     history: list[dict[str, float]] = []
     if val_rows:  # epoch 0: the base model, so the history shows what training changed
-        history.append({"epoch": 0, "steps": 0, "val_loss": _lm_loss(model, val_rows, pad, cfg.batch_size)})
+        history.append(
+            {"epoch": 0, "steps": 0, "val_loss": _lm_loss(model, val_rows, pad, cfg.batch_size, bf16)}
+        )
     step, start, deadline = 0, time.perf_counter(), time.perf_counter() + 60 * cfg.max_minutes
     stopped = False
     bar = tqdm(total=total, desc="fine-tune generator", unit="step", disable=not progress, leave=False)
@@ -420,7 +424,7 @@ def finetune_generator(
                 stopped = True
                 break
         # evaluate every epoch (and at the time cap), keep the best
-        val_loss = _lm_loss(model, val_rows, pad, cfg.batch_size) if val_rows else -float(epoch)
+        val_loss = _lm_loss(model, val_rows, pad, cfg.batch_size, bf16) if val_rows else -float(epoch)
         history.append({"epoch": epoch + 1, "steps": step, "val_loss": val_loss})
         if best is None or val_loss < best[0]:
             best = (val_loss, lora_state(), epoch + 1)
