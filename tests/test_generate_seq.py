@@ -227,6 +227,18 @@ def test_qa_generator_keeps_only_verified_spans(fake_llm):
     assert len({r["request_index"] for r in rows}) == len(rows)
 
 
+def test_qa_question_is_cut_after_its_question_mark(fake_llm, fake_chat):
+    real = fake_chat.responder
+
+    def chatty(messages, params):
+        reply = real(messages, params)
+        return reply.replace('?"}', '? }\\nOutput: 1932 and more"}') if '"question"' in reply else reply
+
+    fake_chat.responder = chatty
+    rows, _ = _gen(QA_PROMPT, fake_llm, n=3)
+    assert [qa_parts(r["input"])[1][-1] for r in rows if r["kept"]] == ["?", "?", "?"]
+
+
 def test_code_generator_keeps_parsing_snippets_and_runs_the_closed_ones(fake_llm):
     rows, stats = _gen(CODE_PROMPT, fake_llm)
     kept = [r for r in rows if r["kept"]]

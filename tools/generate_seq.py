@@ -140,6 +140,8 @@ def _qa_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> lis
     for k, span in enumerate(spans):
         user = load_prompt("seq_question_user").format(passage=passage, answer=span)
         q = clean_generated(_ask(llm, ctx["system"], user, "question", cfg, seed + k + 1, 60, 8, 200))
+        if q and "?" in q:  # the question, not what a small model writes after it
+            q = q[: q.index("?") + 1].strip(" {}")
         reason = check_question(q, span, passage)
         rows.append(_row(qa_input(passage, q or ""), span, u * STRIDE + k, reason,
                          {"answer_start": passage.find(span)}))  # fmt: skip
