@@ -142,6 +142,12 @@ def _qa_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> lis
         q = clean_generated(_ask(llm, ctx["system"], user, "question", cfg, seed + k + 1, 60, 8, 200))
         if q and "?" in q:  # the question, not what a small model writes after it
             q = q[: q.index("?") + 1].strip(" {}")
+        elif (
+            q
+            and "\n" not in q
+            and re.match(r"(?i)(who|what|when|where|which|why|how|did|does|is|are|was)\b", q)
+        ):
+            q = q.rstrip(" .") + "?"  # a question without its mark
         reason = check_question(q, span, passage)
         rows.append(_row(qa_input(passage, q or ""), span, u * STRIDE + k, reason,
                          {"answer_start": passage.find(span)}))  # fmt: skip
