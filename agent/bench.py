@@ -17,11 +17,12 @@ from typing import Any
 
 from p2m.agent.pipeline import RunOptions, run_pipeline
 from p2m.errors import ConfigError, DataError
-from p2m.tools.evaluate import classification_report, load_jsonl_pairs
+from p2m.tools.evaluate import classification_report, load_jsonl_pairs, load_jsonl_refs
 from p2m.tools.llm import EMBEDDED_MODEL, open_llm
 from p2m.tools.parse import parse_task
 from p2m.tools.prompts import load_prompt
 from p2m.tools.train import finetune, label_prototypes, load_student, train_quick
+from p2m.tools.types import TASK_TYPES
 
 __all__ = ["run_bench", "format_result", "load_task", "CEILING_MAX_ROWS"]
 
@@ -41,9 +42,9 @@ def load_task(task_dir: str | Path) -> dict[str, Any]:
     missing = [k for k in ("name", "task_type", "metric", "prompt") if k not in task]
     if missing:
         raise DataError(f"{path}: missing {missing}")
-    if task["task_type"] != "classification":
+    if task["task_type"] not in TASK_TYPES:
         raise ConfigError(
-            f"{task['name']}: {task['task_type']} tasks are not supported by this version of p2m yet"
+            f"{task['name']}: unknown task_type {task['task_type']!r}; one of {', '.join(TASK_TYPES)}"
         )
     if not (task_dir / "test.jsonl").is_file():
         raise ConfigError(f"{task_dir}: no test.jsonl")
@@ -125,7 +126,13 @@ def run_bench(
     """
     task_dir = Path(task_dir)
     task = load_task(task_dir)
-    rows = load_jsonl_pairs(task_dir / "test.jsonl")[:limit]
+    seq = task["task_type"] != "classification"
+    if seq and plan is not None:
+        raise ConfigError(
+            f"{task['name']}: the planner decides for classification only; bench it without --target/--planner"
+        )
+    # every reference of a row for the generative types; the first one (the label) for classification
+    rows: list[Any] = (load_jsonl_refs if seq else load_jsonl_pairs)(task_dir / "test.jsonl")[:limit]
     out_file = Path(out_file)
     try:
         out_file.parent.mkdir(parents=True, exist_ok=True)
@@ -139,6 +146,17 @@ def run_bench(
     else:
         res = run_pipeline(task["prompt"], options, progress=progress)
     pipeline_seconds = time.perf_counter() - start
+    if seq:
+        from p2m.agent.bench_seq import student_seq, teacher_zero_shot_seq
+
+        stud = student_seq(task, rows, res.folder / "model")
+        stud["params"] = _count_params(res.folder / "model")
+        zero_shot = teacher_zero_shot_seq(task, rows, options, progress) if teacher else None
+        result = _result(
+            task, rows, res, stud, zero_shot, None, pipeline_seconds, target, stud["ms_per_example"]
+        )
+        out_file.write_text(json.dumps(result, indent=2))
+        return result
     student = load_student(res.folder / "model")
     student.predict([x for x, _ in rows[:8]])  # warm-up, not timed (the teacher gets one too)
     t0 = time.perf_counter()
@@ -149,18 +167,27 @@ def run_bench(
     params = _count_params(res.folder / "model")
     zero_shot = _teacher_zero_shot(task, rows, options, progress) if teacher else None
     ceil = _ceiling(task_dir, task, rows, options, progress) if ceiling else None
+    stud = {
+        "score": srep.score,
+        "ms_per_example": round(student_ms, 3),
+        "model": f"all-MiniLM-L6-v2 ({report['student']['kind']})",
+        "params": params,
+        "macro_f1": srep.scores["macro_f1"],
+    }
+    result = _result(task, rows, res, stud, zero_shot, ceil, pipeline_seconds, target, student_ms)
+    out_file.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _result(task: dict, rows: list, res: Any, stud: dict, zero_shot: dict | None, ceil: dict | None, pipeline_seconds: float,
+            target: float | None, student_ms: float) -> dict[str, Any]:  # fmt: skip
+    report = res.report
     gen, cur = report["data"]["generation"], report["data"]["curation"]
-    result = {
+    return {
         "task": task["name"],
         "metric": task["metric"],
         "n_test": len(rows),
-        "student": {
-            "score": srep.score,
-            "ms_per_example": round(student_ms, 3),
-            "model": f"all-MiniLM-L6-v2 ({report['student']['kind']})",
-            "params": params,
-            "macro_f1": srep.scores["macro_f1"],
-        },
+        "student": stud,
         "teacher": zero_shot,
         "ceiling": ceil,
         "pipeline": {
@@ -180,8 +207,6 @@ def run_bench(
         "speedup": round(zero_shot["ms_per_example"] / max(student_ms, 1e-9), 1) if zero_shot else None,
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-    out_file.write_text(json.dumps(result, indent=2))
-    return result
 
 
 def _count_params(model_dir: Path) -> int:
@@ -215,7 +240,8 @@ def format_result(r: dict[str, Any]) -> str:
     )
     return (
         f"\n{r['task']} ({r['metric']}, {r['n_test']} test rows)\n"
-        f"  student  {r['student']['score']:.3f}   {r['student']['ms_per_example']:.2f} ms/ex   {r['student']['model']}\n"
+        f"  student  {r['student']['score']:.3f}   {r['student']['ms_per_example']:.2f} ms/ex"
+        f"{' (batched)' if r['student'].get('batched') else ''}   {r['student']['model']}\n"
         + teacher
         + f"  pipeline {p['seconds']:.0f}s, {p['examples_generated']} generated, {p['examples_kept']} kept,"
         f" {p['llm_calls']} LLM calls, {p['llm_tokens']} tokens"

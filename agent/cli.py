@@ -144,9 +144,17 @@ def _home(home: str | None) -> None:
 def _print_result(res: Any) -> None:
     rep = res.report
     val = rep["validation"]
-    click.echo(f"\nrun {res.run_id}: {rep['student']['selected']} student, validation accuracy {val['score']:.3f}"
-               f" (macro-F1 {val['scores']['macro_f1']:.3f}) on {val['n']} rows")  # fmt: skip
-    if rep.get("user_eval"):
+    if res.spec.task_type != "classification":
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in val["scores"].items())
+        click.echo(f"\nrun {res.run_id}: {res.spec.task_type}, {rep['student']['base']}, validation {scores}"
+                   f" on {val['n']} rows")  # fmt: skip
+        if rep.get("user_eval"):
+            u = rep["user_eval"]
+            click.echo(f"on --eval file: {u['metric']} {u['score']:.3f} ({u['n']} rows)")
+    else:
+        click.echo(f"\nrun {res.run_id}: {rep['student']['selected']} student, validation accuracy {val['score']:.3f}"
+                   f" (macro-F1 {val['scores']['macro_f1']:.3f}) on {val['n']} rows")  # fmt: skip
+    if rep.get("user_eval") and res.spec.task_type == "classification":
         click.echo(f"on --eval file: accuracy {rep['user_eval']['score']:.3f} ({rep['user_eval']['n']} rows)")
     cost = rep["cost"]
     click.echo(
@@ -265,18 +273,21 @@ def runs(home: str | None) -> None:
 @click.option("--home", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines {input, label}.")
 def predict(run_id: str, texts: tuple[str, ...], home: str | None, as_json: bool) -> None:
-    """Classify TEXTS with a run's model (RUN_ID or a run folder).
+    """Run a run's model (RUN_ID or a run folder) on TEXTS: labels, answers, code or text.
 
     \b
     Example:
       p2m predict RUN_ID "I was charged twice this month"
+      p2m predict QA_RUN "Passage: Ada moved to Leeds in 1990.
+      Question: Where did Ada move?"
     """
     from p2m.tools.deploy import load_run_model
 
     _home(home)
-    student, _ = load_run_model(run_id)
+    student, spec = load_run_model(run_id)
+    key = "label" if spec.get("task_type", "classification") == "classification" else "output"
     for text, label in zip(texts, student.predict(list(texts)), strict=True):
-        click.echo(json.dumps({"input": text, "label": label}, ensure_ascii=False) if as_json else label)
+        click.echo(json.dumps({"input": text, key: label}, ensure_ascii=False) if as_json else label)
 
 
 @cli.command()

@@ -1,5 +1,8 @@
 """The fixed pipeline: parse → generate → curate → train → evaluate → deploy, resumable at every stage.
 
+Classification runs the stages below; the other task types (QA, code, data-to-text, text generation)
+run the same stages from agent/pipeline_seq.py.
+
 Each stage records its result in the run store before the next starts; `run_pipeline(resume=…)`
 skips what is recorded, so a run killed at any point continues where it stopped (generated
 examples stay, the LLM cache answers repeated requests, trained candidates are reloaded).
@@ -20,7 +23,7 @@ from p2m.errors import ConfigError, P2MError, TaskError
 from p2m.memory import ResponseCache, RunStore, home_dir, runs_dir
 from p2m.memory.home import ensure_writable
 from p2m.tools import deploy
-from p2m.tools.evaluate import classification_report, load_jsonl_pairs
+from p2m.tools.evaluate import classification_report, load_jsonl_pairs, load_jsonl_refs
 from p2m.tools.generate import GenConfig, curate, generate_examples
 from p2m.tools.llm import LLMConfig, open_llm
 from p2m.tools.parse import parse_task
@@ -133,24 +136,36 @@ class _Run:
         self.store.add_decision(self.run_id, Decision(action, reason, "rule", args).to_dict())
 
     # stages -------------------------------------------------------------------------------------
-    def parse(self) -> TaskSpec:
+    def parse(self, classification_only: bool = True) -> TaskSpec:
+        """The run's TaskSpec (parsed once, then read from the store).
+
+        Raises:
+            TaskError: the prompt has no task, or (`classification_only`, as for the planner) it is not a
+                classification task.
+        """
         found = self.store.task_version(self.run_id)
         if found:
-            return TaskSpec.from_dict(found[1])
+            spec = TaskSpec.from_dict(found[1])
+            self._only_classification(spec, classification_only)
+            return spec
         self.store.set_stage(self.run_id, "parse")
         # Deterministic first: a prompt with no task fails before the teacher starts.
         spec = parse_task(self.prompt)
         if spec.task_type != "classification" or len(spec.labels) < 2:
             spec = parse_task(self.prompt, self.llm)  # the teacher's reading fills the gaps
-        if spec.task_type != "classification":
-            raise TaskError(
-                f"this looks like a {spec.task_type} task; this version of p2m builds classifiers. Name the labels"
-                " ('… as positive or negative') or give Input/Output examples whose outputs are labels"
-            )
+        self._only_classification(spec, classification_only)
         self.store.add_task_version(self.run_id, spec.to_dict(), note="parsed from the prompt")
         self.store.stage_done(self.run_id, "parse", {"labels": spec.labels, "task_type": spec.task_type})
         _log(self.progress, f"task: {spec.task_type}, labels {spec.labels}, input kind '{spec.input_kind}'")
         return spec
+
+    @staticmethod
+    def _only_classification(spec: TaskSpec, classification_only: bool) -> None:
+        if classification_only and spec.task_type != "classification":
+            raise TaskError(
+                f"this is a {spec.task_type} task; the planner (--target, --planner) decides for classification"
+                " only: run it without those options"
+            )
 
     def retrieve(self, spec: TaskSpec, eval_pairs: list | None) -> dict[str, Any]:
         """Search the index for labelled data that fits the task, map it, and keep a balanced sample."""
@@ -479,7 +494,14 @@ def run_pipeline(
     r = _Run(store, run_id, folder, prompt, options, progress, llm)
     _log(progress, f"run {run_id} → {folder}")
     with recorded(store, run_id), contextlib.closing(r):
-        spec = r.parse()
+        spec = r.parse(classification_only=False)
+        if spec.task_type != "classification":  # QA, code, data-to-text, text generation
+            from p2m.agent.pipeline_seq import run_seq_stages
+
+            eval_refs = load_jsonl_refs(options.eval_file) if options.eval_file else None
+            report = run_seq_stages(r, spec, eval_refs)
+            (folder / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+            return RunResult(run_id, folder, spec, report)
         if eval_pairs:
             bad = sorted({y for _, y in eval_pairs} - set(spec.labels))
             if bad:

@@ -10,6 +10,7 @@ import json
 import random
 import re
 import threading
+import zlib
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -50,6 +51,9 @@ def default_reply(messages: list[tuple[str, str]], params: dict[str, Any]) -> st
         options = props["answer"]["enum"]
         hit = next((o for o in options for w in VOCAB.get(o, "").split() if w in user.lower()), options[0])
         return json.dumps({"answer": hit})
+    seq = _seq_reply(user, props, params.get("seed") or 0)
+    if seq is not None:
+        return seq
     if "text" in props:  # generation: "Write a new {label} {kind}."
         m = re.search(r"Write a new (.+?) [a-z][\w -]*\.", user)
         label = m.group(1) if m else "other"
@@ -57,6 +61,54 @@ def default_reply(messages: list[tuple[str, str]], params: dict[str, Any]) -> st
     if "task_type" in props:
         return json.dumps({"task_type": "classification", "labels": []})
     return "ok"
+
+
+_NAMES = (
+    "Alder Birch Cedar Dover Elm Fenwick Garnet Holm Ivy Juniper Kestrel Linden Marlow Norton Oakley".split()
+)
+_OPS = ("add {n} to every number in xs", "print the sum of the numbers from 1 to {n}", "repeat the string s {n} times",
+        "print {n} squared", "keep the words of text longer than {n} letters")  # fmt: skip
+_CODE = ("ys = [x + {n} for x in xs]", "print(sum(range(1, {n} + 1)))", "r = s * {n}", "print({n} ** 2)",
+         "long = [w for w in text.split() if len(w) > {n}]")  # fmt: skip
+
+
+def _seq_reply(user: str, props: dict[str, Any], seed: int) -> str | None:
+    """The fake teacher's answers to the QA, code, data-to-text and text-generation requests (None: not one)."""
+    rng = random.Random(seed)
+    if "These are the values of each field" in user:  # {field: [values]} for every field of a record
+        tags = {f: zlib.crc32(f.encode()) % 1000 for f in props}  # values that do not repeat the field's name
+        return json.dumps({f: [f"v{tags[f]} {k}" for k in range(1, 5)] for f in props})
+    if "passage" in props:
+        town, person = rng.sample(_NAMES, 2)
+        year, n = rng.randint(1500, 1990), rng.randint(2, 900)
+        return json.dumps({"passage": f"The town of {town} was founded in {year} by a farmer. Its market has {n} stalls"
+                           f" and is run by {person} Smith. Visitors come every summer for the music festival."})  # fmt: skip
+    if "question" in props:  # 'Passage: … / … whose answer is exactly "X".'
+        m = re.search(r'answer is exactly "(.+)"', user)
+        answer = m.group(1) if m else ""
+        passage = user.split("\n")[0].removeprefix("Passage: ")
+        sentence = next((x for x in re.split(r"(?<=\.) ", passage) if answer and answer in x), passage)
+        return json.dumps({"question": sentence.replace(answer, "what").rstrip(".") + "?"})
+    if "request" in props:  # a code request
+        return json.dumps({"request": _OPS[seed % len(_OPS)].format(n=seed % 97 + 2)})
+    if props:
+        return None
+    # plain completions: "… Write one more input like these …" or "… Input: X [hint] Output:"
+    if "Write one more input like these:" in user:  # a text-generation input
+        return label_text("item", seed)
+    inputs = re.findall(r"Input: (.+)", user)
+    if not inputs or not user.rstrip().endswith("Output:"):
+        return None
+    last = inputs[-1].strip()
+    if "Write one fluent sentence that includes" in user:  # data to text: "Input: name[X], area[Y]"
+        rec = re.findall(r"(\w[\w ]*?)\[([^\]]*)\]", last)
+        words = [re.sub(r"([a-z])([A-Z])", r"\1 \2", f).lower() + " " + v for f, v in rec]
+        return "The place has " + ", ".join(words) + ".\nInput: more"
+    for op, code in zip(_OPS, _CODE, strict=True):
+        m = re.fullmatch(re.escape(op).replace(r"\{n\}", r"(\d+)"), last)
+        if m:
+            return code.format(n=m.group(1)) + "\n\nRequest: next"
+    return " ".join(last.split()[:3][::-1])
 
 
 class FakeChatModel(BaseChatModel):

@@ -82,9 +82,9 @@ def test_prompt_with_no_task(home, server):
     assert_one_line_error(proc, "could not find a task")
 
 
-def test_not_a_classification_task(home, server):
-    proc = p2m(home, "run", "Write Python code for the described function.", "--llm", server.url, "-q")
-    assert_one_line_error(proc, "text_to_code", "classifiers")
+def test_a_task_p2m_cannot_build(home, server):
+    proc = p2m(home, "run", "Write JavaScript code for the described function.", "--llm", server.url, "-q")
+    assert_one_line_error(proc, "JavaScript", "Python code only")
 
 
 def test_unreachable_llm(home):

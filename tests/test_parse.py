@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from p2m.errors import TaskError
-from p2m.tools.parse import find_label_lists, parse_task, split_demonstrations
+from p2m.tools.parse import (
+    code_language,
+    find_label_lists,
+    parse_task,
+    qa_input,
+    qa_parts,
+    record_fields,
+    split_demonstrations,
+)
 
 # ../shared beside the checkout (as in CI); P2M_SHARED overrides it
 BENCH = Path(os.environ.get("P2M_SHARED") or Path(__file__).resolve().parents[2] / "shared") / "bench-data"
@@ -225,7 +233,9 @@ def test_greeting_is_not_a_task():
         ("Given a passage and a question, answer the question with a span from the passage.", "extractive_qa", "squad_f1"),
         ("Read the context paragraph and answer the question using a span of the context.", "extractive_qa", "squad_f1"),
         ("Write Python code for the described function.", "text_to_code", "chrf"),
-        ("Convert the question into an SQL query.\nQuestion: how many users\nSQL: SELECT COUNT(*) FROM users", "text_to_code", "chrf"),
+        ("Write a one-line Python snippet for the request.", "text_to_code", "chrf"),
+        ("Answer the question from the passage.", "extractive_qa", "squad_f1"),
+        ("Turn this restaurant record into one fluent sentence.", "data_to_text", "chrf"),
         ("Turn the table record into a sentence describing it.", "data_to_text", "chrf"),
         ("Write a haiku about the sea.", "text_generation", "chrf"),
     ],
@@ -238,7 +248,76 @@ def test_task_type_detection(prompt, task_type, metric):
 
 
 def test_text_to_code_keeps_demonstrations():
-    spec = parse_task(
-        "Convert the question into an SQL query.\nQuestion: how many users\nSQL: SELECT COUNT(*) FROM users"
+    spec = parse_task("Write Python code for the request.\nRequest: sum of a list xs\nCode: total = sum(xs)")
+    assert spec.task_type == "text_to_code"
+    assert spec.demonstrations == [("sum of a list xs", "total = sum(xs)")]
+
+
+def test_qa_demonstrations_are_read_and_put_in_the_qa_format():
+    prompt = (
+        "Answer the question with a span of the passage.\n\n"
+        "Passage: The bridge opened in 1932 after six years of work.\nQuestion: When did the bridge open?\nAnswer: 1932\n\n"
+        "Context: Ada moved to Leeds to study music.\nQuestion: What did Ada study?\nAnswer: music"
     )
-    assert spec.demonstrations == [("how many users", "SELECT COUNT(*) FROM users")]
+    spec = parse_task(prompt)
+    assert spec.task_type == "extractive_qa" and spec.metric == "squad_f1"
+    assert spec.demonstrations == [
+        (qa_input("The bridge opened in 1932 after six years of work.", "When did the bridge open?"), "1932"),
+        (qa_input("Ada moved to Leeds to study music.", "What did Ada study?"), "music"),
+    ]
+    assert qa_parts(spec.demonstrations[1][0]) == (
+        "Ada moved to Leeds to study music.",
+        "What did Ada study?",
+    )
+
+
+def test_demonstrations_alone_give_the_task_type():
+    qa = "Do this.\nPassage: Tom has a red bike and a blue car.\nQuestion: What colour is the car?\nAnswer: blue"
+    assert parse_task(qa).task_type == "extractive_qa"
+    d2t = "Describe it.\nInput: name[Zizzi], area[riverside]\nOutput: Zizzi is by the river."
+    assert parse_task(d2t).task_type == "data_to_text"
+
+
+def test_record_fields_of_both_record_styles():
+    assert record_fields("name[Blue Spice], eatType[coffee shop]") == [
+        ("name", "Blue Spice"),
+        ("eatType", "coffee shop"),
+    ]
+    assert record_fields("city: Oslo, population: 700000") == [("city", "Oslo"), ("population", "700000")]
+    assert record_fields("just a sentence") == []
+
+
+# bad inputs: one readable line ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "Answer trivia questions about world history.",
+        "Answer the question from the passage.\nQuestion: Who wrote Hamlet?\nAnswer: Shakespeare",
+    ],
+)
+def test_qa_prompt_without_passages_is_refused(prompt):
+    with pytest.raises(TaskError, match="passage") as err:
+        parse_task(prompt)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "lang"),
+    [
+        ("Convert the question into an SQL query.\nQuestion: how many users\nSQL: SELECT COUNT(*) FROM users", "SQL"),
+        ("Write a JavaScript function for the request.", "JavaScript"),
+        ("Write a bash one-liner for the request.", "bash"),
+        ("Write code for the request.\nRequest: list files\nCode: ls -la | grep foo && echo ok", "other than Python"),
+    ],
+)  # fmt: skip
+def test_code_in_another_language_is_refused(prompt, lang):
+    with pytest.raises(TaskError, match="Python code only") as err:
+        parse_task(prompt)
+    assert lang in str(err.value) and "\n" not in str(err.value)
+
+
+def test_python_prompt_naming_another_language_in_passing_is_accepted():
+    assert code_language("Write Python that prints an HTML table") is None
+    assert parse_task("Write a Python snippet that builds the SQL string.").task_type == "text_to_code"

@@ -59,8 +59,10 @@ def test_no_validation_split_is_not_a_crash(monkeypatch, fake_llm):
     assert res.report["validation"]["n"] > 0
 
 
-def test_task_that_is_not_classification_is_a_task_error_and_marks_the_run_failed(fake_llm):
-    with pytest.raises(TaskError, match="classifiers"):
-        run_pipeline("Write Python code for the described function.", _opts(), llm=fake_llm, progress=False)
+def test_task_p2m_cannot_build_is_a_task_error_and_marks_the_run_failed(fake_llm):
+    with pytest.raises(TaskError, match="Python code only"):
+        run_pipeline(
+            "Write JavaScript code for the described function.", _opts(), llm=fake_llm, progress=False
+        )
     (run,) = open_store().list_runs()
     assert run["status"] == "failed"

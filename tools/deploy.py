@@ -1,7 +1,8 @@
 """Deployment: the run folder (model, card, data, report) and the Gradio demo.
 
 RUN/model     the student (transformers `save_pretrained` + tokenizer + label map for a fine-tuned
-              classifier; the MiniLM folder + `p2m_head.json` for the embedding + logistic-regression one)
+              classifier; the MiniLM folder + `p2m_head.json` for the embedding + logistic-regression one;
+              for the other task types a QA reader or a merged-LoRA causal LM + `p2m_seq.json`)
 RUN/README.md the model card
 RUN/data/     the training and validation data with provenance
 """
@@ -15,7 +16,7 @@ from typing import Any
 from p2m.errors import ConfigError
 from p2m.tools.types import TaskSpec
 
-__all__ = ["write_run_folder", "model_card", "load_run_model", "build_demo", "serve"]
+__all__ = ["write_run_folder", "model_card", "seq_model_card", "load_run_model", "build_demo", "serve"]
 
 
 def _table(rows: list[list[Any]], header: list[str]) -> str:
@@ -26,6 +27,8 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
 
 def model_card(spec: TaskSpec, report: dict[str, Any], teacher: str) -> str:
     """The model card (README.md) of a run, from its report."""
+    if spec.task_type != "classification":
+        return seq_model_card(spec, report, teacher)
     val = report["validation"]
     per_label = [
         [label, s["precision"], s["recall"], s["f1"], s["support"]] for label, s in val["per_label"].items()
@@ -99,6 +102,99 @@ teacher seconds: {cost["seconds"]:.0f}.
 """
 
 
+_SEQ_WHAT = {
+    "extractive_qa": ("extractive QA reader", "the answer is the best span of the passage"),
+    "text_to_code": ("Python snippet writer", "one greedy completion per request"),
+    "data_to_text": ("data-to-text writer", "one greedy sentence per record"),
+    "text_generation": ("text generator", "one greedy completion per input"),
+}
+_SEQ_DATA = {
+    "extractive_qa": "the teacher wrote passages; answers were picked from each passage first (dates, numbers,"
+    " names: verified spans), then the teacher wrote a question for each, kept only when it does not contain its"
+    " answer and shares words with the answer's sentence",
+    "text_to_code": "the teacher wrote requests like the prompt's, then a snippet for each, kept only when it parses"
+    " (ast), is one line for one-liner tasks, and runs cleanly where it is closed and safe to run",
+    "data_to_text": "records were sampled from the fields and values of the prompt's examples (values widened by the"
+    " teacher); the teacher wrote the text for each, kept only when it mentions every value and no other",
+    "text_generation": "the teacher wrote inputs like the prompt's, then an output for each, kept when it is not"
+    " empty, not the input again, not about the task and not too long",
+}
+_METRIC_NAMES = {"squad_f1": "SQuAD F1", "squad_em": "SQuAD exact match", "chrf": "chrF++ (0–100)",
+                 "rouge_l": "ROUGE-L F", "exact_match": "exact match"}  # fmt: skip
+
+
+def seq_model_card(spec: TaskSpec, report: dict[str, Any], teacher: str) -> str:
+    """The model card of a QA, code, data-to-text or text-generation run."""
+    what, how = _SEQ_WHAT.get(spec.task_type, ("model", ""))
+    val, data, cost = report["validation"], report["data"], report["cost"]
+    cur, gen = data["curation"], data["generation"]
+    scores = ", ".join(f"{_METRIC_NAMES.get(k, k)} {v:.3f}" for k, v in val["scores"].items())
+    errors = [
+        [e["input"].replace("\n", " / ")[:120], e["expected"][:80], e["predicted"][:80]]
+        for e in val["errors"][:5]
+    ]
+    user = report.get("user_eval")
+    user_md = (
+        f"\n\nOn the user's evaluation file ({user['n']} rows, never trained on): "
+        + ", ".join(f"{_METRIC_NAMES.get(k, k)} {v:.3f}" for k, v in user["scores"].items())
+        + "."
+        if user
+        else ""
+    )
+    demos = "\n".join(f"- `{i}` → `{o}`".replace("\n", " / ") for i, o in spec.demonstrations) or "- (none)"
+    usage = (
+        "```python\nfrom p2m.tools.train_seq import load_seq_student\n"
+        'student = load_seq_student("model")\n'
+        + (
+            'student.predict(["Passage: …\\nQuestion: …"])\n```'
+            if spec.task_type == "extractive_qa"
+            else 'student.predict(["your input"])\n```'
+        )
+    )
+    return f"""# p2m model: {what} ({spec.task_type})
+
+Built by p2m from a plain-language task description, run `{report["run"]}`.
+
+## Task
+{spec.instruction}
+
+Demonstrations given in the prompt:
+{demos}
+
+## Model
+Student: {report["student"]["base"]} (`{report["student"]["kind"]}`); {how}.
+
+{usage}
+
+Or from the command line: `p2m predict RUN "your input"`; a demo: `p2m serve RUN`.
+
+## Data
+All training data was written by the teacher LLM ({teacher}) and checked without trusting it: {_SEQ_DATA.get(spec.task_type, "")}.
+{gen.get("requests", 0)} requests, {gen.get("usable", 0)} examples passed the checks while generating
+({json.dumps(gen.get("checks", {}))}); curation kept {cur["kept"]} (dropped: {json.dumps(cur["dropped"])});
+diversity of the {cur.get("diversity_of", "inputs")} (1 − mean pairwise cosine similarity): {cur["diversity"]}.
+Training rows: {data["train"]}; validation rows: {data["validation"]} (a held-out split of the generated data plus the
+prompt's demonstrations). The data is in `data/` with its provenance.
+
+## Evaluation
+Metric: {_METRIC_NAMES.get(val["metric"], val["metric"])}. On the validation set ({val["n"]} rows): {scores}.{user_md}
+
+Worst validation examples:
+
+{_table(errors, ["input", "expected", "predicted"]) if errors else "(none)"}
+
+## Cost
+Teacher calls: {cost["calls"]} ({cost["cached"]} from cache), tokens: {cost["prompt_tokens"] + cost["completion_tokens"]},
+teacher seconds: {cost["seconds"]:.0f}.
+
+## Limits
+- The validation data is synthetic, like the training data: it measures how well the student learnt the teacher's
+  checked outputs, not quality on real inputs. Evaluate on real data (`p2m run … --eval FILE.jsonl`) before use.
+- A small teacher writes simple texts; the checks remove wrong ones but cannot add what the teacher never wrote.
+- Language: {spec.language}; long inputs are cut to the student's maximum length.
+"""
+
+
 def write_run_folder(
     folder: Path, spec: TaskSpec, report: dict[str, Any], train: list[tuple[str, str]], val: list[tuple[str, str]],
     teacher: str,
@@ -125,12 +221,76 @@ def load_run_model(run: str | Path) -> tuple[Any, dict[str, Any]]:
         raise ConfigError(
             f"{run}: not a finished p2m run folder (no model/ or task.json); `p2m runs` lists runs"
         )
+    if (folder / "model" / "p2m_seq.json").is_file():
+        from p2m.tools.train_seq import load_seq_student
+
+        return load_seq_student(folder / "model"), json.loads((folder / "task.json").read_text())
     return load_student(folder / "model"), json.loads((folder / "task.json").read_text())
 
 
+def demo_fn(student: Any, task_type: str) -> Any:
+    """The demo's function: (passage, question) → answer for QA, text → output otherwise; empty boxes get a hint."""
+    if task_type == "extractive_qa":
+        from p2m.tools.parse import qa_input
+
+        def answer(passage: str, question: str) -> str:
+            if not (passage or "").strip() or not (question or "").strip():
+                return "Give a passage and a question."
+            return student.predict([qa_input(passage, question)])[0]
+
+        return answer
+
+    def generate(text: str) -> str:
+        text = (text or "").strip()
+        if not text:
+            return "Type some text first."
+        return student.predict([text])[0]
+
+    return generate
+
+
+_DEMO_LABELS = {
+    "text_to_code": ("Request", "Python snippet", "Write code"),
+    "data_to_text": ("Record", "Text", "Write"),
+    "text_generation": ("Input", "Output", "Generate"),
+}
+
+
 def build_demo(student: Any, spec: dict[str, Any]) -> Any:
-    """A Gradio Blocks demo: a text box in, the predicted label out."""
+    """A Gradio Blocks demo that fits the task: passage + question boxes for QA, a code box for code, else
+    a text box in and the label or the generated text out."""
     import gradio as gr
+
+    task_type = spec.get("task_type", "classification")
+    if task_type != "classification":
+        fn = demo_fn(student, task_type)
+        with gr.Blocks(title="p2m demo") as demo:
+            gr.Markdown(f"## {task_type.replace('_', ' ')}\n{spec.get('instruction', '')}")
+            if task_type == "extractive_qa":
+                from p2m.tools.parse import qa_parts
+
+                passage = gr.Textbox(label="Passage", lines=6)
+                question = gr.Textbox(label="Question")
+                out = gr.Textbox(label="Answer (a span of the passage)")
+                gr.Button("Answer", variant="primary").click(fn, [passage, question], out)
+                question.submit(fn, [passage, question], out)
+                examples = [list(p) for i, _ in spec.get("demonstrations", []) if (p := qa_parts(i))]
+                if examples:
+                    gr.Examples(examples, [passage, question])
+            else:
+                label_in, label_out, verb = _DEMO_LABELS.get(task_type, _DEMO_LABELS["text_generation"])
+                box = gr.Textbox(label=label_in, lines=3)
+                out = (
+                    gr.Code(label=label_out, language="python")
+                    if task_type == "text_to_code"
+                    else gr.Textbox(label=label_out, lines=3)
+                )
+                gr.Button(verb, variant="primary").click(fn, box, out)
+                box.submit(fn, box, out)
+                examples = [[i] for i, _ in spec.get("demonstrations", [])]
+                if examples:
+                    gr.Examples(examples, box)
+        return demo
 
     def classify(text: str) -> str:
         text = (text or "").strip()

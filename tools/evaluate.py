@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import json
+import re
+import string
+from collections import Counter
 from pathlib import Path
 
 from p2m.errors import DataError
 from p2m.tools.types import EvalReport
 
-__all__ = ["classification_report", "load_jsonl_pairs"]
+__all__ = [
+    "classification_report",
+    "load_jsonl_pairs",
+    "load_jsonl_refs",
+    "squad_normalize",
+    "squad_em_f1",
+    "chrf",
+    "rouge_l",
+    "exact_match",
+    "qa_report",
+    "generation_report",
+    "seq_report",
+]
 
 
 def classification_report(
@@ -54,7 +69,7 @@ def classification_report(
 
 
 def load_jsonl_pairs(path: str | Path, labels: list[str] | None = None) -> list[tuple[str, str]]:
-    """(input, output) pairs from a JSONL file of {"input", "output"} objects.
+    """(input, output) pairs from a JSONL file of {"input", "output"} objects (of a list of outputs, the first).
 
     Raises:
         DataError: the file is missing, empty or malformed, or names a label the task does not have;
@@ -91,3 +106,173 @@ def load_jsonl_pairs(path: str | Path, labels: list[str] | None = None) -> list[
     if not pairs:
         raise DataError(f"{path}: the file holds no examples")
     return pairs
+
+
+def load_jsonl_refs(path: str | Path) -> list[tuple[str, list[str]]]:
+    """(input, references) pairs from a JSONL file whose "output" is a string or a list of references.
+
+    Raises:
+        DataError: as `load_jsonl_pairs`, or an output list is empty or holds a non-string.
+    """
+    load_jsonl_pairs(path)  # the same checks and messages for the file as a whole
+    rows = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        out = row["output"]
+        refs = out if isinstance(out, list) else [out]
+        if not refs or not all(isinstance(r, str) for r in refs):
+            raise DataError(f'{path}:{n}: "output" must be a string or a non-empty list of strings')
+        rows.append((row["input"], refs))
+    return rows
+
+
+# generation and QA metrics ---------------------------------------------------------------------------
+
+
+def squad_normalize(text: str) -> str:
+    """SQuAD answer normalisation: lower case, no punctuation, no articles (a, an, the), single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def _token_f1(pred: str, ref: str) -> float:
+    p, r = squad_normalize(pred).split(), squad_normalize(ref).split()
+    if not p or not r:
+        return float(p == r)
+    common = sum((Counter(p) & Counter(r)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(p), common / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _squad_one(pred: str, refs: list[str]) -> tuple[float, float]:
+    em = max(float(squad_normalize(pred) == squad_normalize(r)) for r in refs)
+    return em, max(_token_f1(pred, r) for r in refs)
+
+
+def squad_em_f1(preds: list[str], refs: list[list[str]]) -> tuple[float, float]:
+    """SQuAD exact match and token F1 (each the best over an example's references), averaged; both in 0–1."""
+    if not preds:
+        return 0.0, 0.0
+    per = [_squad_one(p, r) for p, r in zip(preds, refs, strict=True)]
+    return sum(e for e, _ in per) / len(per), sum(f for _, f in per) / len(per)
+
+
+def _ref_streams(refs: list[list[str]]) -> list[list[str | None]]:
+    """sacrebleu's layout: one stream per reference position, None where an example has fewer references."""
+    width = max((len(r) for r in refs), default=1)
+    return [[r[k] if k < len(r) else None for r in refs] for k in range(width)]
+
+
+def chrf(preds: list[str], refs: list[list[str]]) -> float:
+    """Corpus chrF++ (sacrebleu `CHRF(word_order=2)`), several references per example allowed; 0–100."""
+    from sacrebleu.metrics import CHRF
+
+    if not preds:
+        return 0.0
+    return float(CHRF(word_order=2).corpus_score(list(preds), _ref_streams(refs)).score)
+
+
+def _chrf_one(pred: str, refs: list[str]) -> float:
+    from sacrebleu.metrics import CHRF
+
+    return float(CHRF(word_order=2).sentence_score(pred, refs).score)
+
+
+def rouge_l(preds: list[str], refs: list[list[str]]) -> float:
+    """ROUGE-L F-measure (rouge_score, the best reference per example), averaged; 0–1."""
+    from rouge_score import rouge_scorer
+
+    if not preds:
+        return 0.0
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    scores = [scorer.score_multi(r, p)["rougeL"].fmeasure for p, r in zip(preds, refs, strict=True)]
+    return sum(scores) / len(scores)
+
+
+def exact_match(preds: list[str], refs: list[list[str]]) -> float:
+    """Share of predictions equal to one of their references after trimming and collapsing spaces; 0–1."""
+    if not preds:
+        return 0.0
+
+    def norm(t: str) -> str:
+        return " ".join(t.split())
+
+    hits = [any(norm(p) == norm(r) for r in rs) for p, rs in zip(preds, refs, strict=True)]
+    return sum(hits) / len(hits)
+
+
+def qa_report(
+    preds: list[str], refs: list[list[str]], inputs: list[str] | None = None, max_errors: int = 25
+) -> EvalReport:
+    """SQuAD EM/F1 (score: F1) and the examples whose answer was not exact, lowest F1 first."""
+    n = len(preds)
+    em, f1 = squad_em_f1(preds, refs)
+    per = [_squad_one(p, r) for p, r in zip(preds, refs, strict=True)]
+    wrong = sorted((i for i in range(n) if per[i][0] < 1), key=lambda i: per[i][1])
+    errors = [
+        {
+            "input": inputs[i] if inputs else "",
+            "expected": refs[i][0],
+            "predicted": preds[i],
+            "f1": round(per[i][1], 4),
+        }
+        for i in wrong[:max_errors]
+    ]
+    return EvalReport(
+        metric="squad_f1",
+        score=round(f1, 4),
+        n=n,
+        scores={"squad_em": round(em, 4), "squad_f1": round(f1, 4)},
+        errors=errors,
+    )
+
+
+def generation_report(
+    preds: list[str],
+    refs: list[list[str]],
+    inputs: list[str] | None = None,
+    metric: str = "chrf",
+    max_errors: int = 25,
+) -> EvalReport:
+    """chrF++ (0–100), ROUGE-L and exact match of generated texts; `score` is `metric`'s value.
+
+    The error listing holds the examples with the lowest sentence chrF++, worst first.
+    """
+    n = len(preds)
+    scores = {
+        "chrf": round(chrf(preds, refs), 4),
+        "rouge_l": round(rouge_l(preds, refs), 4),
+        "exact_match": round(exact_match(preds, refs), 4),
+    }
+    if metric not in scores:
+        raise DataError(f"unknown generation metric {metric!r}; use one of {sorted(scores)}")
+    per = [_chrf_one(p, r) for p, r in zip(preds, refs, strict=True)]
+    worst = sorted(range(n), key=lambda i: per[i])
+    errors = [
+        {
+            "input": inputs[i] if inputs else "",
+            "expected": refs[i][0],
+            "predicted": preds[i],
+            "chrf": round(per[i], 2),
+        }
+        for i in worst[:max_errors]
+        if per[i] < 100
+    ]
+    return EvalReport(metric=metric, score=scores[metric], n=n, scores=scores, errors=errors)
+
+
+def seq_report(
+    metric: str, preds: list[str], refs: list[list[str]], inputs: list[str] | None = None
+) -> EvalReport:
+    """The report for a non-classification task: `qa_report` for squad_* metrics, else `generation_report`."""
+    if metric.startswith("squad"):
+        rep = qa_report(preds, refs, inputs)
+        if metric == "squad_em":
+            rep.metric, rep.score = "squad_em", rep.scores["squad_em"]
+        return rep
+    return generation_report(preds, refs, inputs, metric)

