@@ -195,6 +195,13 @@ class ChatSession:
         if spec.task_type != "classification" or len(spec.labels) < 2:
             with contextlib.suppress(P2MError):  # the teacher's reading may fill the labels
                 spec = parse_task(message, self.llm)
+        if spec.task_type in ("extractive_qa", "text_to_code", "data_to_text") and len(spec.labels) < 2:
+            self._say(
+                f"This reads like a {spec.task_type.replace('_', ' ')} task. The chat refines classification"
+                " tasks for now; build this one with `p2m run` (same description), or name the labels to"
+                " classify ('… as billing, bug or other')."
+            )
+            return
         run_id, folder, _, self.options, _ = open_run(
             self.store, message, self.options, None, {"chat": self.state}
         )

@@ -173,6 +173,13 @@ def test_clarifying_questions_only_where_the_spec_is_ambiguous(fake_llm) -> None
     assert [v[0] for v in [open_store().task_version(s.run_id, i) for i in (1, 2, 3)]] == [1, 2, 3]
 
 
+def test_a_task_of_another_type_is_pointed_to_p2m_run(fake_llm) -> None:
+    s = ChatSession(options=_opts(), llm=fake_llm)
+    out = s.handle("Turn this restaurant record into one fluent sentence.\n\n"
+                   "Input: name[Blue Spice], area[riverside]\nOutput: Blue Spice is by the riverside.")  # fmt: skip
+    assert "data to text task" in out[-1] and "p2m run" in out[-1] and not s.versions
+
+
 def test_the_language_is_asked_when_the_examples_are_not_english(fake_llm, fake_chat) -> None:
     s = ChatSession(options=_opts(), llm=fake_llm)
     out = s.handle("Classify tweets as positive or negative.\nInput: me encanta este producto, es el mejor de la"
