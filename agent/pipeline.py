@@ -315,18 +315,21 @@ class _Run:
             user_report.ms_per_example = round(1000 * (time.perf_counter() - t0) / len(eval_pairs), 3)
             user_report = user_report.to_dict()
         train, val = self.data(spec)
-        report = {
+        report = self.report(spec, best, trained["candidates"], user_report, train, val, gen, cur, retrieved,
+                             base="sentence-transformers/all-MiniLM-L6-v2")  # fmt: skip
+        deploy.write_run_folder(self.folder, spec, report, train, val, teacher=self._teacher_name())
+        self.store.stage_done(self.run_id, "deploy", {"model": str(model_dir)})
+        return report
+
+    def report(self, spec: TaskSpec, best: dict[str, Any], candidates: list[dict[str, Any]], user_report: Any,
+               train: list, val: list, gen: dict, cur: dict, retrieved: dict | None, base: str) -> dict[str, Any]:  # fmt: skip
+        """The run's report.json: the task, the chosen student, its scores, the data, cost and decisions."""
+        return {
             "run": self.run_id,
             "task": spec.to_dict(),
-            "student": {
-                "kind": best["kind"],
-                "base": "sentence-transformers/all-MiniLM-L6-v2",
-                "selected": best["name"],
-            },
+            "student": {"kind": best["kind"], "base": base, "selected": best["name"]},
             "validation": best["report"],
-            "candidates": [
-                {k: c[k] for k in ("name", "kind", "score", "macro_f1")} for c in trained["candidates"]
-            ],
+            "candidates": [{k: c[k] for k in ("name", "kind", "score", "macro_f1")} for c in candidates],
             "user_eval": user_report,
             "data": {
                 "train": len(train),
@@ -334,15 +337,12 @@ class _Run:
                 "generation": gen,
                 "curation": cur,
                 "retrieval": retrieved or {},
-            },
+            },  # fmt: skip
             "teacher": self.opts.llm.model
             or ("embedded" if self.opts.llm.base_url is None else self.opts.llm.base_url),
             "cost": self.store.ledger(self.run_id),
             "decisions": self.store.decisions(self.run_id),
         }
-        deploy.write_run_folder(self.folder, spec, report, train, val, teacher=self._teacher_name())
-        self.store.stage_done(self.run_id, "deploy", {"model": str(model_dir)})
-        return report
 
     def _teacher_name(self) -> str:
         from p2m.tools.llm import EMBEDDED_MODEL

@@ -140,26 +140,18 @@ def _deploy(
         rep.ms_per_example = round(1000 * (time.perf_counter() - t0) / len(eval_refs), 3)
         user_report = rep.to_dict()
     train, val = r.data(spec)
-    report = {
-        "run": r.run_id,
-        "task": spec.to_dict(),
-        "student": {"kind": best["kind"], "base": student_base(best["kind"]), "selected": best["name"]},
-        "validation": best["report"],
-        "candidates": [
-            {k: c[k] for k in ("name", "kind", "score", "macro_f1")} for c in trained["candidates"]
-        ],
-        "user_eval": user_report,
-        "data": {
-            "train": len(train),
-            "validation": len(val),
-            "generation": gen,
-            "curation": cur,
-            "retrieval": {},
-        },
-        "teacher": r.opts.llm.model or ("embedded" if r.opts.llm.base_url is None else r.opts.llm.base_url),
-        "cost": r.store.ledger(r.run_id),
-        "decisions": r.store.decisions(r.run_id),
-    }
+    report = r.report(
+        spec,
+        best,
+        trained["candidates"],
+        user_report,
+        train,
+        val,
+        gen,
+        cur,
+        None,
+        base=student_base(best["kind"]),
+    )
     deploy.write_run_folder(r.folder, spec, report, train, val, teacher=r._teacher_name())
     r.store.stage_done(r.run_id, "deploy", {"model": str(model_dir)})
     return report
