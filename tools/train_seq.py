@@ -150,6 +150,15 @@ def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
     (folder / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
 
 
+def _save(path: str | Path, model: Any, tokenizer: Any, meta: dict[str, Any]) -> None:
+    """A student folder: model + tokenizer in HF format (safetensors) and `p2m_seq.json`."""
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    _write_meta(folder, meta)
+
+
 # ---------------------------------------------------------------- generator (SmolLM2 + LoRA)
 
 
@@ -291,12 +300,8 @@ class GenStudent:
 
     def save(self, path: str | Path) -> None:
         """The merged model + tokenizer (safetensors, HF format) + `p2m_seq.json`; no GGUF needed to load."""
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
         meta = {"template": self.template, "stop_at_newline": self.stop_at_newline}
-        _write_meta(folder, {**self.meta, **meta, "kind": self.kind})
+        _save(path, self.model, self.tokenizer, {**self.meta, **meta, "kind": self.kind})
 
     @classmethod
     def load(cls, path: str | Path, fast: bool = True) -> GenStudent:
@@ -606,11 +611,7 @@ class QAStudent:
 
     def save(self, path: str | Path) -> None:
         """The model + tokenizer (safetensors, HF format) + `p2m_seq.json`."""
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
-        _write_meta(folder, {**self.meta, "kind": self.kind})
+        _save(path, self.model, self.tokenizer, {**self.meta, "kind": self.kind})
 
     @classmethod
     def load(cls, path: str | Path, fast: bool = True) -> QAStudent:
