@@ -181,6 +181,70 @@ def test_tiny_generator_saves_and_loads_with_its_template(tmp_path):
     assert loaded.predict(inputs, batch_size=3, max_new_tokens=5) == before  # left padding: batch-independent
 
 
+def _tiny_llama(vocab: int, seed: int = 0):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, pad_token_id=0)  # fmt: skip
+    return LlamaForCausalLM(config).eval()
+
+
+def _left_padded(rows: list[list[int]]):
+    import torch
+
+    width = max(map(len, rows))
+    ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
+
+
+def test_greedy_decode_matches_generate_and_drops_finished_rows(monkeypatch):
+    """Rows leave the batch at their stop token; every row's answer is what `model.generate` gives it."""
+    import torch
+
+    monkeypatch.setattr(ts, "LOOP_NGRAM", 10_000)  # compare without the loop cut
+    model = _tiny_llama(50)
+    rows = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15], [16]]
+    ids, mask = _left_padded(rows)
+    stops = [3, 4, 17, 21]
+    with torch.inference_mode():
+        got = ts.greedy_decode(model, ids, mask, 12, stops)
+        ref = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False,
+                             eos_token_id=stops, pad_token_id=0)  # fmt: skip
+    expected = []
+    for row in ref[:, ids.shape[1] :].tolist():
+        answer = []
+        for t in row:
+            if t in stops:
+                break
+            answer.append(t)
+        expected.append(answer)
+    assert got == expected
+    assert any(len(a) < 12 for a in got), "no row stopped early: the test does not exercise dropping"
+    assert ts.greedy_decode(model, ids, mask, 0, stops) == [[], [], [], []]
+
+
+def test_greedy_decode_cuts_a_looping_answer(monkeypatch):
+    """A tiny random model repeats itself: with the loop cut, each answer is a prefix of the uncut one
+    and holds no repeated n-gram."""
+    import torch
+
+    model = _tiny_llama(12, seed=1)
+    ids, mask = _left_padded([[1, 2, 3], [4, 5], [6, 7, 8, 9]])
+    with torch.inference_mode():
+        monkeypatch.setattr(ts, "LOOP_NGRAM", 10_000)
+        full = ts.greedy_decode(model, ids, mask, 40, [0])
+        monkeypatch.setattr(ts, "LOOP_NGRAM", 3)
+        cut = ts.greedy_decode(model, ids, mask, 40, [0])
+    assert any(len(c) < len(f) for c, f in zip(cut, full, strict=True)), "nothing looped"
+    for c, f in zip(cut, full, strict=True):
+        assert f[: len(c)] == c
+        grams = [tuple(c[i : i + 3]) for i in range(len(c) - 2)]
+        assert len(grams) == len(set(grams))
+
+
 # ---------------------------------------------------------------- slow: real models, tiny tasks
 
 NAMES = "Ada Bruno Chen Dara Emil Farah Goran Hana Ivo Jun Kira Lev".split()

@@ -39,11 +39,13 @@ __all__ = [
     "load_seq_student",
     "parse_qa_input",
     "answer_span",
+    "greedy_decode",
     "GEN_TEMPLATE",
 ]
 
 GEN_TEMPLATE = "Input: {input}\nOutput:"  # short: every prompt token is paid again at each prediction
 META_FILE = "p2m_seq.json"
+LOOP_NGRAM = 10  # tokens: an answer that repeats this many in a row is looping (see greedy_decode)
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -231,6 +233,60 @@ def _newline_ids(tokenizer: Any) -> list[int]:
     return sorted(i for t, i in vocab.items() if "\n" in tokenizer.convert_tokens_to_string([t]))
 
 
+def greedy_decode(model: Any, input_ids: Any, attention_mask: Any, max_new_tokens: int,
+                  stop_ids: list[int]) -> list[list[int]]:  # fmt: skip
+    """Greedy continuations of a left-padded batch, without their stop token, one list of ids per row.
+
+    `model.generate` keeps decoding a row that has stopped until the whole batch has: a row that ends
+    early still costs a full step each time. Here a row leaves the batch (and the KV cache) at its
+    stop token, so a batch costs the sum of its answers' lengths rather than the longest one times
+    the batch size (measured on e2e_nlg: answers of 24 tokens on average, batches running to 45).
+    A row also stops when its last `LOOP_NGRAM` tokens already occurred in its answer: greedy decoding
+    that repeats a phrase repeats it until the cap, so the repeat is cut and the row ends.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    n = input_ids.shape[0]
+    results: list[list[int]] = [[] for _ in range(n)]
+    if max_new_tokens <= 0 or n == 0:
+        return results
+    stops = torch.tensor(sorted(set(stop_ids)), dtype=input_ids.dtype)
+    mask = attention_mask.to(torch.long)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
+                   use_cache=True, logits_to_keep=1).logits  # fmt: skip
+    rows = torch.arange(n)
+    seen: list[set[tuple[int, ...]]] = [set() for _ in range(n)]
+    position = positions[:, -1:] + 1
+    for step in range(max_new_tokens):
+        token = logits[:, -1].argmax(-1)
+        going = (~torch.isin(token, stops)).tolist()
+        for j, (row, t) in enumerate(zip(rows.tolist(), token.tolist(), strict=True)):
+            if not going[j]:
+                continue
+            out = results[row]
+            out.append(t)
+            if len(out) >= LOOP_NGRAM:  # a greedy decoder that repeats itself loops to the cap
+                gram = tuple(out[-LOOP_NGRAM:])
+                if gram in seen[row]:
+                    del out[-LOOP_NGRAM:]
+                    going[j] = False
+                seen[row].add(gram)
+        if step == max_new_tokens - 1 or not any(going):
+            break
+        if not all(going):  # the finished rows leave the batch
+            keep = torch.tensor([j for j, g in enumerate(going) if g])
+            cache.batch_select_indices(keep)
+            rows, token, mask, position = rows[keep], token[keep], mask[keep], position[keep]
+        mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=position,
+                       cache=cache, use_cache=True).logits  # fmt: skip
+        position = position + 1
+    return results
+
+
 class GenStudent:
     """A causal LM (merged LoRA) answering `template.format(input=...)` greedily.
 
@@ -268,7 +324,7 @@ class GenStudent:
             self._runner = copy.deepcopy(self.model).to(torch.bfloat16) if fast else self.model
         return self._runner
 
-    def predict(self, inputs: list[str], batch_size: int = 16, max_new_tokens: int = 64) -> list[str]:
+    def predict(self, inputs: list[str], batch_size: int = 48, max_new_tokens: int = 64) -> list[str]:
         """Greedy answers, one per input, in order (batches of similar length, left padded)."""
         import torch
 
@@ -286,14 +342,9 @@ class GenStudent:
             for idx in _length_batches(list(inputs), batch_size):
                 ids = [tok(self.prompt(inputs[i]), add_special_tokens=False).input_ids[-limit:] for i in idx]
                 enc = tok.pad({"input_ids": ids}, return_tensors="pt")
-                gen = model.generate(
-                    **enc,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    eos_token_id=self._stop_ids,
-                    pad_token_id=tok.pad_token_id,
+                new = greedy_decode(
+                    model, enc["input_ids"], enc["attention_mask"], max_new_tokens, self._stop_ids
                 )
-                new = gen[:, enc["input_ids"].shape[1] :]
                 for i, text in zip(idx, tok.batch_decode(new, skip_special_tokens=True), strict=True):
                     outs[i] = (text.split("\n", 1)[0] if self.stop_at_newline else text).strip()
         return outs
