@@ -41,6 +41,7 @@ class RunOptions:
     gen: GenConfig = field(default_factory=GenConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: bool = True
+    fast_student: bool = True  # generative tasks: also try a cut-down student, deploy it if nearly as good
     eval_file: str | None = None
     out: str | None = None
     retrieve: bool = True  # search the index for labelled data that fits, and train on it too
@@ -55,9 +56,9 @@ class RunOptions:
     def to_dict(self) -> dict[str, Any]:
         llm = {k: v for k, v in vars(self.llm).items() if k != "api_key"}  # never store keys
         return {"llm": llm, "gen": self.gen.to_dict(), "train": self.train.to_dict(), "finetune": self.finetune,
-                "eval_file": self.eval_file, "out": self.out, "retrieve": self.retrieve,
-                "retrieve_max": self.retrieve_max, "retrieve_candidates": self.retrieve_candidates,
-                "chroma_url": self.chroma_url}  # fmt: skip
+                "fast_student": self.fast_student, "eval_file": self.eval_file, "out": self.out,
+                "retrieve": self.retrieve, "retrieve_max": self.retrieve_max,
+                "retrieve_candidates": self.retrieve_candidates, "chroma_url": self.chroma_url}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], api_key: str | None = None) -> RunOptions:
@@ -66,6 +67,7 @@ class RunOptions:
             gen=GenConfig(**d["gen"]),
             train=TrainConfig(**d["train"]),
             finetune=d["finetune"],
+            fast_student=d.get("fast_student", True),
             eval_file=d.get("eval_file"),
             out=d.get("out"),
             retrieve=d.get("retrieve", False),
@@ -329,7 +331,10 @@ class _Run:
             "task": spec.to_dict(),
             "student": {"kind": best["kind"], "base": base, "selected": best["name"]},
             "validation": best["report"],
-            "candidates": [{k: c[k] for k in ("name", "kind", "score", "macro_f1")} for c in candidates],
+            "candidates": [
+                {k: c[k] for k in ("name", "kind", "score", "macro_f1", "ms_per_example") if k in c}
+                for c in candidates
+            ],  # fmt: skip
             "user_eval": user_report,
             "data": {
                 "train": len(train),

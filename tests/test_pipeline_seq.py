@@ -127,6 +127,35 @@ def test_seq_run_resumes_without_repeating_requests(fake_llm, fake_chat, memo_st
     assert sum(r["kept"] for r in store.examples(run["id"], kept=None)) >= 8
 
 
+@pytest.mark.parametrize(("fast_forgets", "chosen"), [(False, "lora-15L"), (True, "lora")])
+def test_a_cut_down_student_is_deployed_only_when_nearly_as_good(fast_forgets, chosen, fake_llm, monkeypatch):
+    import p2m.tools.train_seq as ts
+
+    layers = []
+
+    def gen(train, val, instruction, cfg, progress=False):
+        layers.append(cfg.layers)  # the cut-down one "forgets" everything when fast_forgets
+        return MemoStudent("causal-lm", {} if cfg.layers and fast_forgets else dict(train + val))
+
+    monkeypatch.setattr(ts, "finetune_generator", gen)
+    monkeypatch.setattr(ts, "load_seq_student", _load)
+    res = run_pipeline(D2T_PROMPT, _opts(), llm=fake_llm, progress=False)
+    assert layers == [0, 15]
+    report = res.report
+    assert report["student"]["selected"] == chosen
+    assert [c["name"] for c in report["candidates"]] == ["lora", "lora-15L"]
+    assert all(c["ms_per_example"] >= 0 for c in report["candidates"])
+    select = [d for d in report["decisions"] if d["action"] == "select"][-1]
+    assert select["args"]["name"] == chosen and ("deploy the faster" in select["reason"]) == (
+        chosen != "lora"
+    )
+    assert ("15 of its 30 layers" in report["student"]["base"]) == (chosen != "lora")
+    # --no-fast-student: one student
+    layers.clear()
+    run_pipeline(D2T_PROMPT, _opts(fast_student=False), llm=fake_llm, progress=False)
+    assert layers == [0]
+
+
 def test_qa_prompt_without_passages_fails_before_generation(fake_llm):
     with pytest.raises(TaskError, match="passage"):
         run_pipeline("Answer trivia questions about history.", _opts(), llm=fake_llm, progress=False)

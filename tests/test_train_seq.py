@@ -245,6 +245,32 @@ def test_greedy_decode_cuts_a_looping_answer(monkeypatch):
         assert len(grams) == len(set(grams))
 
 
+def test_keep_layers_cuts_the_model_and_it_still_runs_saves_and_loads(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=12,
+                         num_attention_heads=2, num_key_value_heads=1, pad_token_id=0)  # fmt: skip
+    model = LlamaForCausalLM(config).eval()
+    second_to_last = model.model.layers[10]
+    assert ts.keep_layers(model, 0) == list(range(12))
+    keep = ts.keep_layers(model, 8)
+    assert keep == [0, 1, 2, 3, 4, 9, 10, 11] and model.config.num_hidden_layers == 8
+    assert model.model.layers[6] is second_to_last
+    assert [layer.self_attn.layer_idx for layer in model.model.layers] == list(range(8))
+    ids, mask = _left_padded([[5, 6, 7], [8, 9]])
+    with torch.inference_mode():
+        before = ts.greedy_decode(model, ids, mask, 6, [1])
+    model.save_pretrained(tmp_path / "m")
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()
+    assert len(loaded.model.layers) == 8
+    with torch.inference_mode():
+        assert ts.greedy_decode(loaded, ids, mask, 6, [1]) == before
+    with pytest.raises(ConfigError, match="layers"):
+        SeqTrainConfig(layers=2)
+
+
 # ---------------------------------------------------------------- slow: real models, tiny tasks
 
 NAMES = "Ada Bruno Chen Dara Emil Farah Goran Hana Ivo Jun Kira Lev".split()
