@@ -144,8 +144,8 @@ def _train(r: Any, spec: TaskSpec) -> dict[str, Any]:
             r.decide("train", f"try a faster student: SmolLM2-135M cut to {FAST_LAYERS} of its 30 layers, "
                      f"kept if its validation score is within {FAST_TOLERANCE:.0%} of the full one's",
                      student=f"SmolLM2-135M-{FAST_LAYERS}L")  # fmt: skip
-            # fewer layers: a higher learning rate and more epochs to adapt (the best epoch is kept)
-            fast_cfg = SeqTrainConfig(epochs=max(6, cfg.epochs), lr=5e-4, seed=cfg.seed, layers=FAST_LAYERS)
+            # fewer layers: a higher learning rate and two more epochs to adapt (the best epoch is kept)
+            fast_cfg = SeqTrainConfig(epochs=cfg.epochs + 2, lr=5e-4, seed=cfg.seed, layers=FAST_LAYERS)
             t0 = time.perf_counter()
             fast = finetune_generator(train, val, spec.instruction, fast_cfg, progress=r.progress)
             rec = trained(f"lora-{FAST_LAYERS}L", fast, fast_cfg, t0)
