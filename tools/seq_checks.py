@@ -77,6 +77,9 @@ _SPAN_PATTERNS = (
     r"\b\d[\d,.]*(?:\s+(?:%|percent|km|kilometres|kilometers|metres|meters|miles|years|people|tons|kg|days|hours|"
     r"minutes|million|billion|species|students|members|books|rooms|seats|euros|dollars|pounds))?\b",
     r"\b[A-Z][a-z]+(?:\s+(?:of|de|the|and|von|van)\s+[A-Z][a-z]+|\s+[A-Z][a-z]+)*\b",
+    # the agent of a passive verb ("founded by a local farmer"): a person or group asked with "Who"
+    r"(?<=\bby )(?:the|a|an)\s+[a-z]+(?:\s+(?!(?:in|on|at|of|for|with|and|or|to|from|after|before|during|"
+    r"who|which|that|was|were|is|are)\b)[a-z]+)?\b",
 )
 
 
@@ -92,7 +95,8 @@ def check_passage(passage: str | None, min_words: int = 25) -> str | None:
 
 
 def answer_candidates(passage: str, k: int = 3) -> list[str]:
-    """Up to `k` short answer spans of `passage` (dates, numbers, names), spread over its sentences.
+    """Up to `k` short answer spans of `passage` (dates, numbers, names, the agent after "by"), spread over
+    its sentences.
 
     A span that starts a sentence is skipped when it is a single word (usually not a name but "The").
     """
