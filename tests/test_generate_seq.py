@@ -56,6 +56,7 @@ def test_passage_check():
     assert check_passage("One short sentence only.") == "too_short"
     assert check_passage(None) == "invalid_json"
     assert check_passage("Question: " + PASSAGE) == "talks_about_task"
+    assert check_passage(PASSAGE + " Student ID: 5 | 2014 }") == "not_prose"
 
 
 def test_answer_candidates_are_spans_spread_over_the_passage():

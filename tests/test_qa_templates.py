@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from p2m.tools import generate_seq as generate_seq_module
 from p2m.tools.generate import GenConfig
 from p2m.tools.generate_seq import generate_seq
 from p2m.tools.parse import parse_task, qa_parts
@@ -80,7 +81,14 @@ def test_wh_words_and_lemmas():
     ]  # fmt: skip
 
 
-def test_qa_unit_templates_the_spans_whose_teacher_question_fails(fake_llm, fake_chat):
+QA_PROMPT = (
+    "Answer the question with a span of the passage.\n\nPassage: Ada moved to Leeds in 1990 to study"
+    " music. She later taught there.\nQuestion: Where did Ada move?\nAnswer: Leeds"
+)
+
+
+def test_qa_unit_templates_the_spans_whose_teacher_question_fails(fake_llm, fake_chat, monkeypatch):
+    monkeypatch.setattr(generate_seq_module, "QA_TEACHER_QUESTIONS", 2)
     real = fake_chat.responder
 
     def vague(messages, params):  # a teacher whose questions never pass check_question
@@ -88,10 +96,7 @@ def test_qa_unit_templates_the_spans_whose_teacher_question_fails(fake_llm, fake
         return json.dumps({"question": "What is it about?"}) if '"question"' in reply else reply
 
     fake_chat.responder = vague
-    spec = parse_task(
-        "Answer the question with a span of the passage.\n\nPassage: Ada moved to Leeds in 1990 to study"
-        " music. She later taught there.\nQuestion: Where did Ada move?\nAnswer: Leeds"
-    )
+    spec = parse_task(QA_PROMPT)
     rows: list[dict] = []
     stats = generate_seq(spec, fake_llm, GenConfig(examples=10, minutes=0), on_rows=rows.extend, run_id="t")
     kept = [r for r in rows if r["kept"]]
@@ -104,3 +109,14 @@ def test_qa_unit_templates_the_spans_whose_teacher_question_fails(fake_llm, fake
         assert check_question(question, r["output"], passage) is None
         assert passage.find(r["output"]) == r["quality"]["answer_start"]
     assert len({r["request_index"] for r in rows}) == len(rows)
+
+
+def test_qa_unit_asks_the_teacher_only_for_passages_by_default(fake_llm):
+    rows: list[dict] = []
+    stats = generate_seq(
+        parse_task(QA_PROMPT), fake_llm, GenConfig(examples=12, minutes=0), on_rows=rows.extend
+    )
+    kept = [r for r in rows if r["kept"]]
+    assert len(kept) == 12 and {r["quality"]["question_by"] for r in kept} == {"template"}
+    assert stats["units"] == len({qa_parts(r["input"])[0] for r in rows}) < 12  # several rows per passage
+    assert stats["requests"] <= stats["units"] + 1  # one passage call per unit (+ parsing the task)

@@ -84,13 +84,16 @@ _SPAN_PATTERNS = (
 
 
 def check_passage(passage: str | None, min_words: int = 25) -> str | None:
-    """None for a usable passage: two or more sentences, `min_words` words or more, not about the task."""
+    """None for a usable passage: two or more sentences, `min_words` words or more, not about the task,
+    no markup, table bars or links."""
     if not passage:
         return "invalid_json"
     if len(passage.split()) < min_words or len(re.findall(r"[.!?](?:\s|$)", passage)) < 2:
         return "too_short"
     if _META.search(passage):
         return "talks_about_task"
+    if re.search(r"[{}|<>]|://|\bwww\.", passage):
+        return "not_prose"  # markup, tables or links, not a passage a question is asked about
     return None
 
 
