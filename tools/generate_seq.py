@@ -156,7 +156,7 @@ def _qa_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> lis
     raw = _ask(llm, ctx["system"], load_prompt("seq_passage_user").format(topic=topic), "passage", cfg, seed,
                260, 120, 900)  # fmt: skip
     passage = clean_generated(raw)
-    reason = check_passage(passage)
+    reason = check_passage(passage, language=spec.language)
     spans = answer_candidates(passage, QA_SPANS) if reason is None else []
     if reason is None and not spans:
         reason = "no_answer_span"

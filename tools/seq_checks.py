@@ -83,9 +83,14 @@ _SPAN_PATTERNS = (
 )
 
 
-def check_passage(passage: str | None, min_words: int = 25) -> str | None:
+_ENGLISH = set(
+    "the of and in to is was a an it its for on with by as at from that this are were has had be".split()
+)
+
+
+def check_passage(passage: str | None, min_words: int = 25, language: str = "en") -> str | None:
     """None for a usable passage: two or more sentences, `min_words` words or more, not about the task,
-    no markup, table bars or links."""
+    no markup, table bars or links, and for English tasks English (a small teacher drifts into others)."""
     if not passage:
         return "invalid_json"
     if len(passage.split()) < min_words or len(re.findall(r"[.!?](?:\s|$)", passage)) < 2:
@@ -94,6 +99,9 @@ def check_passage(passage: str | None, min_words: int = 25) -> str | None:
         return "talks_about_task"
     if re.search(r"[{}|<>]|://|\bwww\.", passage):
         return "not_prose"  # markup, tables or links, not a passage a question is asked about
+    words = norm(passage).split()
+    if language == "en" and sum(w in _ENGLISH for w in words) < 0.15 * len(words):
+        return "not_english"  # English prose has about a third of these words
     return None
 
 
@@ -101,7 +109,8 @@ def answer_candidates(passage: str, k: int = 3) -> list[str]:
     """Up to `k` short answer spans of `passage` (dates, numbers, names, the agent after "by"), spread over
     its sentences.
 
-    A span that starts a sentence is skipped when it is a single word (usually not a name but "The").
+    A span that starts a sentence is skipped when it is a single word (usually not a name but "The"), and so
+    is a single capitalised word the passage also writes in lower case (a common noun, not a name).
     """
     found: list[tuple[int, str]] = []
     for pattern in _SPAN_PATTERNS:
@@ -111,6 +120,12 @@ def answer_candidates(passage: str, k: int = 3) -> list[str]:
             at_sentence_start = start == 0 or re.search(r"[.!?]\s+$", passage[max(0, start - 3) : start])
             if not span or len(span.split()) > 6 or (at_sentence_start and " " not in span):
                 continue
+            if (
+                " " not in span
+                and span[0].isupper()
+                and re.search(rf"\b{re.escape(span.lower())}\b", passage)
+            ):
+                continue  # a common word written with a capital ("the Mayor" beside "the mayor")
             if norm(span) in _STOP or any(span in s or s in span for _, s in found):
                 continue
             found.append((start, span))
