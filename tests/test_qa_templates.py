@@ -10,8 +10,8 @@ from p2m.tools import generate_seq as generate_seq_module
 from p2m.tools.generate import GenConfig
 from p2m.tools.generate_seq import generate_seq
 from p2m.tools.parse import parse_task, qa_parts
-from p2m.tools.qa_templates import lemma, template_question, wh_word
-from p2m.tools.seq_checks import answer_candidates, check_question
+from p2m.tools.qa_templates import lemma, object_spans, template_question, wh_word
+from p2m.tools.seq_checks import answer_candidates, check_question, prose_only
 
 BRIDGE = (
     "The Tamsin Bridge opened in 1932 after six years of work. It is 410 metres long and was designed by"
@@ -66,6 +66,24 @@ def test_every_candidate_span_gets_a_question_that_passes_the_checks():
         for span in answer_candidates(passage, 8):
             question, answer = template_question(passage, span)
             assert check_question(question, answer, passage) is None, (span, question)
+
+
+def test_object_spans_are_the_noun_phrases_after_main_verbs():
+    passage = (
+        "The canal was dug in 1801. It carried coal and wood to the port. Mount Kela is a volcano in the north."
+        " The bridge has been used by boats since 1972. The hall is 40 metres long and holds a wooden organ."
+    )
+    spans = [s for _, s in object_spans(passage)]
+    assert spans == ["coal", "a volcano", "a wooden organ"]
+    # the rest of a coordinated object stays: clumsy, still answerable
+    assert template_question(passage, "coal") == ("What did it carry and wood to the port?", "coal")
+    assert template_question(passage, "a wooden organ") == ("What does the hall hold?", "a wooden organ")
+
+
+def test_prose_only_drops_sentences_with_markup():
+    assert (
+        prose_only("It opened in 1926. See www.x.org for more. | a | b | It is long.") == "It opened in 1926."
+    )
 
 
 def test_wh_words_and_lemmas():

@@ -47,6 +47,7 @@ from p2m.tools.seq_checks import (
     first_answer,
     norm,
     pick_code_line,
+    prose_only,
     repair_record,
 )
 from p2m.tools.types import TaskSpec
@@ -66,7 +67,7 @@ __all__ = [
 
 SEQ_TYPES = ("extractive_qa", "text_to_code", "data_to_text", "text_generation")
 STRIDE = 4  # request indexes per unit: unit u owns u*STRIDE … u*STRIDE+3 (one row each)
-QA_SPANS = 8  # answer spans (rows) per QA passage
+QA_SPANS = 10  # answer spans (rows) per QA passage
 QA_STRIDE = QA_SPANS + 1  # a QA unit's indexes: the passage's seed, then one per span; its last one if none
 # Spans whose question the teacher is asked first (the rest are templated). 0: the embedded 135M teacher's
 # questions passed `check_question` 7 times in 71 (bench qa_passages probe), and those 7 were mostly
@@ -155,7 +156,7 @@ def _qa_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> lis
     topic = _TOPICS[u % len(_TOPICS)]
     raw = _ask(llm, ctx["system"], load_prompt("seq_passage_user").format(topic=topic), "passage", cfg, seed,
                260, 120, 900)  # fmt: skip
-    passage = clean_generated(raw)
+    passage = prose_only(clean_generated(raw))
     reason = check_passage(passage, language=spec.language)
     spans = answer_candidates(passage, QA_SPANS) if reason is None else []
     if reason is None and not spans:

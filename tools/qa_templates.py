@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["template_question", "wh_word", "lemma"]
+__all__ = ["template_question", "object_spans", "wh_word", "lemma"]
 
 _MONTH = r"(?:January|February|March|April|May|June|July|August|September|October|November|December)"
 _YEAR = re.compile(r"^(?:1[0-9]{3}|20[0-9]{2})$")
@@ -162,8 +162,8 @@ def _name_wh(answer: str, before: str) -> str:
     if words[0] in _TITLES or re.search(r"\b(?:by|mayor|king|queen|founder|author|painter|president),?\s*$",
                                         before, re.I):  # fmt: skip
         return "Who"
-    if any(w in _THING_WORDS for w in words) or words[0] == "The":
-        return "What"
+    if any(w in _THING_WORDS for w in words) or words[0] == "The" or not answer[0].isupper():
+        return "What"  # a thing, or a common noun phrase ("coal", "a wooden roof")
     return "Who" if 2 <= len(words) <= 3 else "What"
 
 
@@ -341,3 +341,63 @@ def template_question(passage: str, answer: str) -> tuple[str, str] | None:
     if len(question.split()) < 3:
         return None
     return question[0].upper() + question[1:] + "?", answer
+
+
+_DETERMINERS = set("the a an its their his her some many several".split())
+_NP_STOP = set(
+    "in on at of for with by as and or but to from into over under after before during than that which who "
+    "where when while because so is are was were be been it its this these those there then also very".split()
+)
+
+
+def _clause_spans(passage: str, sentence: re.Match) -> list[tuple[int, re.Match]]:
+    """The clauses of a sentence joined by "and"/"but" as (1 if it is a joined one, match in `passage`)."""
+    out, begin = [], sentence.start()
+    for m in re.finditer(r"(?:,\s*|\s+)(?:and|but)\s+", sentence.group(0)):
+        out.append((0 if not out else 1, begin, sentence.start() + m.start()))
+        begin = sentence.start() + m.end()
+    out.append((0 if not out else 1, begin, sentence.end()))
+    return [(k, re.compile(r".+", re.S).match(passage, b, e)) for k, b, e in out if e > b]
+
+
+def object_spans(passage: str) -> list[tuple[int, str]]:
+    """(offset, span) of the noun phrase right after each sentence's main verb ("carried coal", "stages new
+    plays"): the common-noun answers that dates, numbers and names miss. An optional determiner and one to
+    three lower-case words, up to a preposition, conjunction or punctuation."""
+    out = []
+    clauses = (c for s in re.finditer(r"[^.!?]+[.!?]?", passage) for c in _clause_spans(passage, s))
+    for k, m in clauses:
+        words = list(re.finditer(r"\S+", m.group(0)))
+        found = _verb_at(["_"] * k + [w.group(0) for w in words])  # a joined clause has no subject
+        found = (found[0] - k, found[1]) if found else None
+        first = words[0].group(0) if words else ""
+        if found is None and k and first.isalpha() and first.islower() and first.endswith(("s", "ed")):
+            found = (0, "present" if first.endswith("s") else "past")  # "… and stages new plays"
+        if found is None:
+            continue
+        i = found[0] + 1
+        while i < len(words) and words[i].group(0).lower() in _AUX | _PARTICIPLES | _ADVERBS:
+            i += 1  # "has been used", "was also built": the object comes after the verb group
+        if found[1] == "aux" and i < len(words) and _is_past(words[i].group(0)):
+            i += 1
+        np: list[re.Match] = []
+        for w in words[i : i + 5]:
+            tok = w.group(0)
+            core = tok.rstrip(",.;:!?")
+            if not core.isalpha() or not core.islower() or core in _NP_STOP:
+                break
+            if not np and (core.endswith(("ed", "ing")) or core in _PARTICIPLES):
+                break  # a verb form ("has been used by"), not a noun phrase
+            if core in _DETERMINERS and np:
+                break
+            np.append(w)
+            if core != tok or len(np) == 4:
+                break  # punctuation ends the phrase
+        while np and np[-1].group(0).rstrip(",.;:!?") in _DETERMINERS:
+            np.pop()
+        if not np or all(w.group(0).rstrip(",.;:!?") in _DETERMINERS for w in np):
+            continue
+        start, end = m.start() + np[0].start(), m.start() + np[-1].end()
+        span = passage[start:end].rstrip(",.;:!?")
+        out.append((start, span))
+    return out

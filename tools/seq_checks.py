@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 
+from p2m.tools.qa_templates import object_spans
+
 __all__ = [
     "norm",
     "clean_generated",
@@ -23,6 +25,7 @@ __all__ = [
     "answer_candidates",
     "check_question",
     "check_passage",
+    "prose_only",
     "find_span",
     "clean_code",
     "pick_code_line",
@@ -88,6 +91,17 @@ _ENGLISH = set(
 )
 
 
+_MARKUP = re.compile(r"[{}|<>]|://|\bwww\.")
+
+
+def prose_only(passage: str | None) -> str | None:
+    """`passage` without its sentences that hold markup, table bars or links (a small teacher mixes them in)."""
+    if not passage:
+        return passage
+    sentences = re.split(r"(?<=[.!?])\s+", passage.strip())
+    return " ".join(s for s in sentences if not _MARKUP.search(s)).strip()
+
+
 def check_passage(passage: str | None, min_words: int = 25, language: str = "en") -> str | None:
     """None for a usable passage: two or more sentences, `min_words` words or more, not about the task,
     no markup, table bars or links, and for English tasks English (a small teacher drifts into others)."""
@@ -97,7 +111,7 @@ def check_passage(passage: str | None, min_words: int = 25, language: str = "en"
         return "too_short"
     if _META.search(passage):
         return "talks_about_task"
-    if re.search(r"[{}|<>]|://|\bwww\.", passage):
+    if _MARKUP.search(passage):
         return "not_prose"  # markup, tables or links, not a passage a question is asked about
     words = norm(passage).split()
     if language == "en" and sum(w in _ENGLISH for w in words) < 0.15 * len(words):
@@ -106,8 +120,8 @@ def check_passage(passage: str | None, min_words: int = 25, language: str = "en"
 
 
 def answer_candidates(passage: str, k: int = 3) -> list[str]:
-    """Up to `k` short answer spans of `passage` (dates, numbers, names, the agent after "by"), spread over
-    its sentences.
+    """Up to `k` short answer spans of `passage` (dates, numbers, names, the agent after "by", the noun
+    phrase after a main verb), spread over its sentences.
 
     A span that starts a sentence is skipped when it is a single word (usually not a name but "The"), and so
     is a single capitalised word the passage also writes in lower case (a common noun, not a name).
@@ -128,6 +142,9 @@ def answer_candidates(passage: str, k: int = 3) -> list[str]:
                 continue  # a common word written with a capital ("the Mayor" beside "the mayor")
             if norm(span) in _STOP or any(span in s or s in span for _, s in found):
                 continue
+            found.append((start, span))
+    for start, span in object_spans(passage):
+        if norm(span) not in _STOP and not any(span in s or s in span for _, s in found):
             found.append((start, span))
     found.sort()
     if len(found) <= k:
