@@ -56,6 +56,12 @@ def test_passage_check():
     assert check_passage("One short sentence only.") == "too_short"
     assert check_passage(None) == "invalid_json"
     assert check_passage("Question: " + PASSAGE) == "talks_about_task"
+    assert check_passage(PASSAGE + " Student ID: 5 | 2014 }") == "not_prose"
+    german = (
+        "Die alte Brücke wurde 1932 nach sechs Jahren Bauzeit eröffnet. Sie ist 410 Meter lang und wurde von"
+    )
+    german += " Ada Moreau entworfen. Züge fuhren bis März 1971 über sie, heute gehen nur Fußgänger dort."
+    assert check_passage(german) == "not_english" and check_passage(german, language="de") is None
 
 
 def test_answer_candidates_are_spans_spread_over_the_passage():
@@ -63,6 +69,8 @@ def test_answer_candidates_are_spans_spread_over_the_passage():
     assert len(spans) == 3 and all(s in PASSAGE for s in spans)
     assert "1932" in spans and "It" not in spans and "The" not in spans
     assert any("Moreau" in s or "March 1971" in s for s in spans)
+    town = "The town was founded by a farmer. Each year the Mayor thanks the people of Oxley and the mayor sings."
+    assert answer_candidates(town, 8) == ["a farmer", "Oxley"]  # "Mayor": also written "mayor"
 
 
 @pytest.mark.parametrize(

@@ -305,6 +305,15 @@ def test_qa_student_learns_spans_and_round_trips(tmp_path):
     assert isinstance(loaded, QAStudent) and loaded.predict([x for x, _ in held_out]) == preds
 
 
+@pytest.mark.slow
+def test_qa_student_takes_at_least_its_minimum_steps_on_a_small_set():
+    train = _qa_pairs(0, 6)
+    cfg = SeqTrainConfig(epochs=2, batch_size=4, qa_min_steps=10, max_val=2)
+    student = finetune_qa(train, _qa_pairs(6, 2), cfg)
+    assert student.meta["steps"] == 10  # 5 epochs of 2 steps, not 2 epochs
+    assert [h["epoch"] for h in student.meta["history"]] == [3, 5]  # still about `epochs` evaluations
+
+
 FOODS = "Italian Chinese French Indian English Japanese".split()
 
 

@@ -2,9 +2,11 @@
 
 The embedded teacher is a 135M model, so each type asks it for the part it can do and checks the
 rest (tools/seq_checks.py) instead of trusting it:
-- extractive QA: the teacher writes a passage; the answer is picked from the passage first (a date,
-  number or name, so it is a verified span by construction); the teacher writes the question for it,
-  which must not contain the answer and must share words with the answer's sentence.
+- extractive QA: the teacher writes a passage; the answers are picked from the passage first (dates,
+  numbers, names, so they are verified spans by construction); the teacher writes the question for a
+  few of them, which must not contain the answer and must share words with the answer's sentence; the
+  others, and those whose teacher question fails, get a question written from the answer's sentence by
+  rule (tools/qa_templates.py), under the same checks.
 - text to code: the teacher writes a request like the demonstrations' inputs, then the snippet;
   the snippet must parse (ast), stay on one line for one-liner tasks, and run when that is cheap and safe.
 - data to text: records are sampled from the fields and values of the demonstrations (the teacher
@@ -32,6 +34,7 @@ from p2m.tools.curate_seq import curate_seq, dedup_key
 from p2m.tools.generate import GenConfig
 from p2m.tools.parse import qa_input, record_fields
 from p2m.tools.prompts import load_prompt
+from p2m.tools.qa_templates import template_question
 from p2m.tools.seq_checks import (
     answer_candidates,
     check_code,
@@ -44,6 +47,7 @@ from p2m.tools.seq_checks import (
     first_answer,
     norm,
     pick_code_line,
+    prose_only,
     repair_record,
 )
 from p2m.tools.types import TaskSpec
@@ -51,6 +55,7 @@ from p2m.tools.types import TaskSpec
 __all__ = [
     "SEQ_TYPES",
     "STRIDE",
+    "QA_STRIDE",
     "generate_seq",
     "curate_seq",
     "sample_record",
@@ -62,6 +67,12 @@ __all__ = [
 
 SEQ_TYPES = ("extractive_qa", "text_to_code", "data_to_text", "text_generation")
 STRIDE = 4  # request indexes per unit: unit u owns u*STRIDE … u*STRIDE+3 (one row each)
+QA_SPANS = 10  # answer spans (rows) per QA passage
+QA_STRIDE = QA_SPANS + 1  # a QA unit's indexes: the passage's seed, then one per span; its last one if none
+# Spans whose question the teacher is asked first (the rest are templated). 0: the embedded 135M teacher's
+# questions passed `check_question` 7 times in 71 (bench qa_passages probe), and those 7 were mostly
+# off the point, so each one cost a call for little; a stronger teacher (--llm) may earn a few.
+QA_TEACHER_QUESTIONS = 0
 # Generic subjects that rotate through requests: diversity without naming the task's domain.
 _TOPICS = (
     "a small town", "a scientist", "an invention", "a river", "a football club", "a company", "a festival",
@@ -124,33 +135,52 @@ def _row(inp: str, out: str, index: int, reason: str | None, quality: dict | Non
 # one unit per type: a few dependent requests → rows --------------------------------------------------
 
 
+def _teacher_question(
+    llm: Any, system: str, passage: str, span: str, cfg: GenConfig, seed: int
+) -> str | None:
+    """The teacher's question for `span`, cut after its question mark (what a small model writes next is noise)."""
+    user = load_prompt("seq_question_user").format(passage=passage, answer=span)
+    q = clean_generated(_ask(llm, system, user, "question", cfg, seed, 60, 8, 200))
+    if q and "?" in q:
+        return q[: q.index("?") + 1].strip(" {}")
+    if q and "\n" not in q and re.match(r"(?i)(who|what|when|where|which|why|how|did|does|is|are|was)\b", q):
+        return q.rstrip(" .") + "?"  # a question without its mark
+    return q
+
+
 def _qa_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> list[dict[str, Any]]:
-    seed = cfg.seed + u * STRIDE
+    """One passage from the teacher, then one row per answer span (up to QA_SPANS): the teacher's question
+    for the first QA_TEACHER_QUESTIONS spans when it passes `check_question`, else a question written from
+    the answer's sentence (tools/qa_templates.py), marked `quality.question_by = "template"`."""
+    seed = cfg.seed + u * QA_STRIDE
     topic = _TOPICS[u % len(_TOPICS)]
     raw = _ask(llm, ctx["system"], load_prompt("seq_passage_user").format(topic=topic), "passage", cfg, seed,
                260, 120, 900)  # fmt: skip
-    passage = clean_generated(raw)
-    reason = check_passage(passage)
-    spans = answer_candidates(passage, STRIDE - 1) if reason is None else []
+    passage = prose_only(clean_generated(raw))
+    reason = check_passage(passage, language=spec.language)
+    spans = answer_candidates(passage, QA_SPANS) if reason is None else []
     if reason is None and not spans:
         reason = "no_answer_span"
     if reason is not None:
-        return [_row(str(raw or "")[:500], "", u * STRIDE + STRIDE - 1, reason)]
+        return [_row(str(raw or "")[:500], "", u * QA_STRIDE + QA_STRIDE - 1, reason)]
     rows = []
     for k, span in enumerate(spans):
-        user = load_prompt("seq_question_user").format(passage=passage, answer=span)
-        q = clean_generated(_ask(llm, ctx["system"], user, "question", cfg, seed + k + 1, 60, 8, 200))
-        if q and "?" in q:  # the question, not what a small model writes after it
-            q = q[: q.index("?") + 1].strip(" {}")
-        elif (
-            q
-            and "\n" not in q
-            and re.match(r"(?i)(who|what|when|where|which|why|how|did|does|is|are|was)\b", q)
-        ):
-            q = q.rstrip(" .") + "?"  # a question without its mark
-        reason = check_question(q, span, passage)
-        rows.append(_row(qa_input(passage, q or ""), span, u * STRIDE + k, reason,
-                         {"answer_start": passage.find(span)}))  # fmt: skip
+        q, answer, quality = None, span, {"question_by": "teacher"}
+        if k < QA_TEACHER_QUESTIONS:
+            q = _teacher_question(llm, ctx["system"], passage, span, cfg, seed + k + 1)
+            reason = check_question(q, span, passage)
+        else:
+            reason = "not_asked"
+        if reason is not None:
+            templated = template_question(passage, span)
+            t_reason = check_question(templated[0], templated[1], passage) if templated else "no_template"
+            if t_reason is None:
+                quality = {"question_by": "template", "teacher_question": q, "teacher_drop": reason}
+                q, answer, reason = templated[0], templated[1], None
+            elif reason == "not_asked":
+                reason = t_reason
+        quality["answer_start"] = passage.find(answer)
+        rows.append(_row(qa_input(passage, q or ""), answer, u * QA_STRIDE + k, reason, quality))
     return rows
 
 
@@ -368,7 +398,8 @@ def generate_seq(
     ctx = _context(spec, llm, config)
     unit_fn = _UNITS[spec.task_type]
     seen = {dedup_key({"input": i, "output": o}, spec.task_type) for i, o in spec.demonstrations}
-    unit = -(-start_index // STRIDE)
+    stride = QA_STRIDE if spec.task_type == "extractive_qa" else STRIDE
+    unit = -(-start_index // stride)
     usable, stopped_by, units, dry = 0, "target", 0, 0
     checks: Counter[str] = Counter()
     batch: list[dict[str, Any]] = []
@@ -390,7 +421,7 @@ def generate_seq(
 
     try:
         while True:
-            # a unit yields up to STRIDE - 1 rows: queue only what the target may still need
+            # a unit yields several rows: queue only what the target may still need
             while len(pending) < width and have + usable + len(pending) < config.examples and budget_left():
                 pending.append(pool.submit(unit_fn, spec, llm, config, unit, ctx))
                 unit += 1

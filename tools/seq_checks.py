@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 
+from p2m.tools.qa_templates import object_spans
+
 __all__ = [
     "norm",
     "clean_generated",
@@ -23,6 +25,7 @@ __all__ = [
     "answer_candidates",
     "check_question",
     "check_passage",
+    "prose_only",
     "find_span",
     "clean_code",
     "pick_code_line",
@@ -77,24 +80,51 @@ _SPAN_PATTERNS = (
     r"\b\d[\d,.]*(?:\s+(?:%|percent|km|kilometres|kilometers|metres|meters|miles|years|people|tons|kg|days|hours|"
     r"minutes|million|billion|species|students|members|books|rooms|seats|euros|dollars|pounds))?\b",
     r"\b[A-Z][a-z]+(?:\s+(?:of|de|the|and|von|van)\s+[A-Z][a-z]+|\s+[A-Z][a-z]+)*\b",
+    # the agent of a passive verb ("founded by a local farmer"): a person or group asked with "Who"
+    r"(?<=\bby )(?:the|a|an)\s+[a-z]+(?:\s+(?!(?:in|on|at|of|for|with|and|or|to|from|after|before|during|"
+    r"who|which|that|was|were|is|are)\b)[a-z]+)?\b",
 )
 
 
-def check_passage(passage: str | None, min_words: int = 25) -> str | None:
-    """None for a usable passage: two or more sentences, `min_words` words or more, not about the task."""
+_ENGLISH = set(
+    "the of and in to is was a an it its for on with by as at from that this are were has had be".split()
+)
+
+
+_MARKUP = re.compile(r"[{}|<>]|://|\bwww\.")
+
+
+def prose_only(passage: str | None) -> str | None:
+    """`passage` without its sentences that hold markup, table bars or links (a small teacher mixes them in)."""
+    if not passage:
+        return passage
+    sentences = re.split(r"(?<=[.!?])\s+", passage.strip())
+    return " ".join(s for s in sentences if not _MARKUP.search(s)).strip()
+
+
+def check_passage(passage: str | None, min_words: int = 25, language: str = "en") -> str | None:
+    """None for a usable passage: two or more sentences, `min_words` words or more, not about the task,
+    no markup, table bars or links, and for English tasks English (a small teacher drifts into others)."""
     if not passage:
         return "invalid_json"
     if len(passage.split()) < min_words or len(re.findall(r"[.!?](?:\s|$)", passage)) < 2:
         return "too_short"
     if _META.search(passage):
         return "talks_about_task"
+    if _MARKUP.search(passage):
+        return "not_prose"  # markup, tables or links, not a passage a question is asked about
+    words = norm(passage).split()
+    if language == "en" and sum(w in _ENGLISH for w in words) < 0.15 * len(words):
+        return "not_english"  # English prose has about a third of these words
     return None
 
 
 def answer_candidates(passage: str, k: int = 3) -> list[str]:
-    """Up to `k` short answer spans of `passage` (dates, numbers, names), spread over its sentences.
+    """Up to `k` short answer spans of `passage` (dates, numbers, names, the agent after "by", the noun
+    phrase after a main verb), spread over its sentences.
 
-    A span that starts a sentence is skipped when it is a single word (usually not a name but "The").
+    A span that starts a sentence is skipped when it is a single word (usually not a name but "The"), and so
+    is a single capitalised word the passage also writes in lower case (a common noun, not a name).
     """
     found: list[tuple[int, str]] = []
     for pattern in _SPAN_PATTERNS:
@@ -104,8 +134,17 @@ def answer_candidates(passage: str, k: int = 3) -> list[str]:
             at_sentence_start = start == 0 or re.search(r"[.!?]\s+$", passage[max(0, start - 3) : start])
             if not span or len(span.split()) > 6 or (at_sentence_start and " " not in span):
                 continue
+            if (
+                " " not in span
+                and span[0].isupper()
+                and re.search(rf"\b{re.escape(span.lower())}\b", passage)
+            ):
+                continue  # a common word written with a capital ("the Mayor" beside "the mayor")
             if norm(span) in _STOP or any(span in s or s in span for _, s in found):
                 continue
+            found.append((start, span))
+    for start, span in object_spans(passage):
+        if norm(span) not in _STOP and not any(span in s or s in span for _, s in found):
             found.append((start, span))
     found.sort()
     if len(found) <= k:

@@ -61,6 +61,8 @@ class SeqTrainConfig:
         seed: for initialisation and shuffling.
         lora_r: LoRA rank of the generator (alpha = 2 × r).
         qa_lr: peak learning rate of the QA reader (all its weights are trained).
+        qa_min_steps: optimisation steps the QA reader takes at least: with few examples it runs more
+            epochs than `epochs` (a new span head learns nothing in the handful of steps of a small set).
         warmup: fraction of steps spent warming up.
         max_input_tokens: prompt tokens kept (longer inputs are cut from the left of the input).
         max_output_tokens: target tokens trained on.
@@ -78,6 +80,7 @@ class SeqTrainConfig:
     seed: int = 0
     lora_r: int = 16
     qa_lr: float = 1e-4
+    qa_min_steps: int = 60
     warmup: float = 0.06
     max_input_tokens: int = 256
     max_output_tokens: int = 128
@@ -89,7 +92,8 @@ class SeqTrainConfig:
     def __post_init__(self) -> None:
         if self.layers < 0 or 0 < self.layers < 4:
             raise ConfigError(f"layers must be 0 (all) or ≥ 4, not {self.layers}")
-        for name in ("epochs", "batch_size", "lora_r", "max_input_tokens", "max_output_tokens", "max_val"):
+        for name in ("epochs", "batch_size", "lora_r", "max_input_tokens", "max_output_tokens", "max_val",
+                     "qa_min_steps"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be ≥ 1, not {getattr(self, name)}")
         for name in ("lr", "qa_lr"):
@@ -775,13 +779,16 @@ def finetune_qa(
     model = AutoModelForQuestionAnswering.from_pretrained(base)
     student = QAStudent(model, tokenizer, fast=False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.qa_lr, weight_decay=0.01)
-    total = math.ceil(len(rows) / cfg.batch_size) * cfg.epochs
+    per_epoch = math.ceil(len(rows) / cfg.batch_size)
+    epochs = max(cfg.epochs, math.ceil(cfg.qa_min_steps / per_epoch))  # enough steps on a small set
+    every = math.ceil(epochs / cfg.epochs)  # evaluate about `cfg.epochs` times, whatever the epochs
+    total = per_epoch * epochs
     best: tuple[float, dict[str, Any], int] | None = None
     history: list[dict[str, float]] = []
     step, start, deadline = 0, time.perf_counter(), time.perf_counter() + 60 * cfg.max_minutes
     stopped = False
     bar = tqdm(total=total, desc="fine-tune QA", unit="step", disable=not progress, leave=False)
-    for epoch in range(cfg.epochs):
+    for epoch in range(epochs):
         model.train()
         perm = rng.permutation(len(rows))
         for s in range(0, len(perm), cfg.batch_size):
@@ -803,7 +810,9 @@ def finetune_qa(
             if time.perf_counter() > deadline:
                 stopped = True
                 break
-        # evaluate every epoch (and at the time cap), keep the best
+        # evaluate every `every` epochs (and at the last one and the time cap), keep the best
+        if not stopped and (epoch + 1) % every and epoch + 1 < epochs:
+            continue
         model.eval()
         if val:
             preds = student.predict([x for x, _ in val])
