@@ -144,8 +144,11 @@ def _train(r: Any, spec: TaskSpec) -> dict[str, Any]:
             r.decide("train", f"try a faster student: SmolLM2-135M cut to {FAST_LAYERS} of its 30 layers, "
                      f"kept if its validation score is within {FAST_TOLERANCE:.0%} of the full one's",
                      student=f"SmolLM2-135M-{FAST_LAYERS}L")  # fmt: skip
-            # fewer layers: a higher learning rate and two more epochs to adapt (the best epoch is kept)
-            fast_cfg = SeqTrainConfig(epochs=cfg.epochs + 2, lr=5e-4, seed=cfg.seed, layers=FAST_LAYERS)
+            # every weight of the kept layers is trained (LoRA alone recovered less of the cut: e2e_nlg
+            # validation chrF++ 42.5 vs 44.4 on the same data), two more epochs (the best one is kept)
+            fast_cfg = SeqTrainConfig(
+                epochs=cfg.epochs + 2, lr=1e-4, seed=cfg.seed, layers=FAST_LAYERS, full=True
+            )
             t0 = time.perf_counter()
             fast = finetune_generator(train, val, spec.instruction, fast_cfg, progress=r.progress)
             rec = trained(f"lora-{FAST_LAYERS}L", fast, fast_cfg, t0)
