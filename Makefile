@@ -38,9 +38,9 @@ format: setup
 bench: setup
 	$(BIN)/p2m bench ../shared/bench-data/sst2 --out bench/out/sst2.json
 	$(BIN)/p2m bench ../shared/bench-data/ag_news --out bench/out/ag_news.json
-	$(BIN)/p2m bench ../shared/bench-data/e2e_nlg --out bench/out/e2e_nlg.json
-	$(BIN)/p2m bench bench/tasks/qa_passages --out bench/out/qa_passages.json
-	$(BIN)/p2m bench bench/tasks/python_snippets --out bench/out/python_snippets.json
+	$(BIN)/p2m bench ../shared/bench-data/e2e_nlg --no-retrieve --out bench/out/e2e_nlg.json
+	$(BIN)/p2m bench bench/tasks/qa_passages --no-retrieve --examples 120 --out bench/out/qa_passages.json
+	$(BIN)/p2m bench bench/tasks/python_snippets --no-retrieve --examples 120 --out bench/out/python_snippets.json
 	$(BIN)/p2m index build --snapshot ../shared/hub-snapshot -q
 	$(BIN)/p2m bench-search bench/search_queries.jsonl --out bench/out/search.json
 

@@ -52,6 +52,11 @@ def teacher_zero_shot_seq(task: dict[str, Any], rows: list[tuple[str, list[str]]
     }
 
 
+def _cut(student: Any) -> str:
+    kept = student.meta.get("layers_kept") or []
+    return f", cut to {len(kept)} layers" if student.meta.get("config", {}).get("layers") else ""
+
+
 def student_seq(task: dict[str, Any], rows: list[tuple[str, list[str]]], model_dir: Path) -> dict[str, Any]:
     """The deployed sequence student on the test rows, timed batched after an untimed warm-up."""
     from p2m.agent.pipeline_seq import student_base
@@ -68,6 +73,6 @@ def student_seq(task: dict[str, Any], rows: list[tuple[str, list[str]]], model_d
         "scores": rep.scores,
         "ms_per_example": round(ms, 3),
         "batched": True,
-        "model": f"{student_base(student.kind)} ({student.kind})",
+        "model": f"{student_base(student.kind)}{_cut(student)} ({student.kind})",
         "errors": rep.errors[:10],
     }

@@ -41,7 +41,7 @@ class RunOptions:
     gen: GenConfig = field(default_factory=GenConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: bool = True
-    fast_student: bool = True  # generative tasks: also try a cut-down student, deploy it if nearly as good
+    fast_student: bool = False  # generative tasks: also try a cut-down student, deploy it if nearly as good
     eval_file: str | None = None
     out: str | None = None
     retrieve: bool = True  # search the index for labelled data that fits, and train on it too
@@ -67,7 +67,7 @@ class RunOptions:
             gen=GenConfig(**d["gen"]),
             train=TrainConfig(**d["train"]),
             finetune=d["finetune"],
-            fast_student=d.get("fast_student", True),
+            fast_student=d.get("fast_student", False),
             eval_file=d.get("eval_file"),
             out=d.get("out"),
             retrieve=d.get("retrieve", False),

@@ -139,7 +139,7 @@ def test_a_cut_down_student_is_deployed_only_when_nearly_as_good(fast_forgets, c
 
     monkeypatch.setattr(ts, "finetune_generator", gen)
     monkeypatch.setattr(ts, "load_seq_student", _load)
-    res = run_pipeline(D2T_PROMPT, _opts(), llm=fake_llm, progress=False)
+    res = run_pipeline(D2T_PROMPT, _opts(fast_student=True), llm=fake_llm, progress=False)
     assert layers == [0, 15]
     report = res.report
     assert report["student"]["selected"] == chosen
@@ -150,9 +150,9 @@ def test_a_cut_down_student_is_deployed_only_when_nearly_as_good(fast_forgets, c
         chosen != "lora"
     )
     assert ("15 of its 30 layers" in report["student"]["base"]) == (chosen != "lora")
-    # --no-fast-student: one student
+    # the default: one student
     layers.clear()
-    run_pipeline(D2T_PROMPT, _opts(fast_student=False), llm=fake_llm, progress=False)
+    run_pipeline(D2T_PROMPT, _opts(), llm=fake_llm, progress=False)
     assert layers == [0]
 
 
