@@ -111,15 +111,28 @@ class SeqTrainConfig:
         return asdict(self)
 
 
+def _own_running() -> int:
+    """This process's threads that are running now (torch's OpenMP workers spin after each op)."""
+    n = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                n += f.read().rsplit(")", 1)[1].split()[0] == "R"
+        except (OSError, IndexError):
+            pass
+    return n
+
+
 def _busy_cores() -> int:
-    """Other runnable tasks right now: the median of a few reads of /proc/loadavg's running count
-    (this reader is one of them), else the 1-minute load average minus this process."""
+    """Other processes' runnable tasks right now: the median of a few reads of /proc/loadavg's running
+    count minus this process's running threads, else the 1-minute load average minus this process."""
     try:
         reads = []
         for _ in range(5):
             with open("/proc/loadavg") as f:
-                reads.append(int(f.read().split()[3].split("/")[0]) - 1)
-            time.sleep(0.01)
+                running = int(f.read().split()[3].split("/")[0])
+            reads.append(max(0, running - max(1, _own_running())))
+            time.sleep(0.002)  # auto_threads runs on every predict: a demo's single answer must not wait
         return sorted(reads)[2]
     except (OSError, ValueError, IndexError):
         try:
