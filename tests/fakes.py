@@ -10,7 +10,6 @@ import json
 import random
 import re
 import threading
-import zlib
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -66,6 +65,11 @@ def default_reply(messages: list[tuple[str, str]], params: dict[str, Any]) -> st
 _NAMES = (
     "Alder Birch Cedar Dover Elm Fenwick Garnet Holm Ivy Juniper Kestrel Linden Marlow Norton Oakley".split()
 )
+_VALUES = {
+    "food": ["French", "Japanese", "fitness"],
+    "eat type": ["restaurant", "fees"],
+    "area": ["city centre"],
+}
 _OPS = ("add {n} to every number in xs", "print the sum of the numbers from 1 to {n}", "repeat the string s {n} times",
         "print {n} squared", "keep the words of text longer than {n} letters")  # fmt: skip
 _CODE = ("ys = [x + {n} for x in xs]", "print(sum(range(1, {n} + 1)))", "r = s * {n}", "print({n} ** 2)",
@@ -75,9 +79,11 @@ _CODE = ("ys = [x + {n} for x in xs]", "print(sum(range(1, {n} + 1)))", "r = s *
 def _seq_reply(user: str, props: dict[str, Any], seed: int) -> str | None:
     """The fake teacher's answers to the QA, code, data-to-text and text-generation requests (None: not one)."""
     rng = random.Random(seed)
-    if "These are the values of each field" in user:  # {field: [values]} for every field of a record
-        tags = {f: zlib.crc32(f.encode()) % 1000 for f in props}  # values that do not repeat the field's name
-        return json.dumps({f: [f"v{tags[f]} {k}" for k in range(1, 5)] for f in props})
+    if "Some values of the field" in user:  # {"values": [...]} for one field of a record
+        field = re.search(r'field "([^"]+)"', user).group(1)
+        return json.dumps(
+            {"values": _VALUES.get(field, ["fitness", "love"])}
+        )  # a 135M teacher's off-topic ones
     if "passage" in props:
         town, person = rng.sample(_NAMES, 2)
         year, n = rng.randint(1500, 1990), rng.randint(2, 900)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import random
+import re
 
 import pytest
 
@@ -13,6 +14,8 @@ from p2m.tools.generate_seq import (
     curate_seq,
     format_record,
     generate_seq,
+    invent_names,
+    name_like,
     salvage,
     sample_record,
     widen_names,
@@ -203,7 +206,34 @@ def test_names_are_widened_by_recombination_other_values_are_not():
     assert {"The Golden Cambridge", "Browns Palace", "Zizzi Palace"} <= set(names)
     assert widen_names(["riverside", "city centre"]) == ["riverside", "city centre"]
     assert widen_names(["English", "Chinese"]) == ["English", "Chinese"]
-    assert len(widen_names([f"Name{i} House{i}" for i in range(10)], cap=16)) == 16
+    many = [f"{a} {b}" for a, b in zip("Alder Birch Cedar Dover Elm Fern Gale Holm Ivy Jay".split(),
+                                       "House Hall Inn Arms Barn Mill Yard Farm Court Lodge".split(), strict=True)]  # fmt: skip
+    assert len(widen_names(many, cap=16)) == 16
+
+
+def test_name_fields_get_invented_names_shaped_like_theirs():
+    assert name_like(["The Golden Palace", "Zizzi"]) and name_like(["Bank of England"])
+    assert not name_like(["English", "Chinese"])  # one word each: kinds of food, not names
+    assert (
+        not name_like(["Fast food", "English"])
+        and not name_like(["city centre"])
+        and not name_like(["3 out of 5"])
+    )
+    names = invent_names(
+        ["The Golden Palace", "Crowne Plaza Hotel"], 20, random.Random(0), avoid={"riverside"}
+    )
+    assert len(names) == len(set(names)) == 20
+    for n in names:
+        words = n.split()
+        assert len(words) == 3 and all(w[0].isupper() for w in words) and "Riverside" not in words
+        assert not re.search(r"(?:ed|ing|ly|s)$", words[1].lower())
+    assert sum(n.startswith("The ") for n in names) >= 5 and sum(n.endswith(" Hotel") for n in names) >= 2
+    assert names == invent_names(
+        ["The Golden Palace", "Crowne Plaza Hotel"], 20, random.Random(0), avoid={"riverside"}
+    )
+    widened = widen_names(["The Punter", "Browns Cambridge"], invent=8, rng=random.Random(1))
+    assert len(widened) == 4 + 8  # two recombined ("The Cambridge", "Browns Punter"), eight invented
+    assert widen_names(["riverside", "city centre"], invent=8) == ["riverside", "city centre"]
 
 
 def test_records_follow_the_demonstrations_fields_and_style():
@@ -261,7 +291,7 @@ def test_d2t_generator_samples_records_and_keeps_texts_that_mention_every_value(
     rows, stats = _gen(D2T_PROMPT, fake_llm)
     kept = [r for r in rows if r["kept"]]
     assert len(kept) == 12
-    assert stats["proposed_values"]["name"] >= 1  # the teacher's values widen the pools
+    assert stats["proposed_values"] == {"food": 2, "eatType": 1, "area": 1}  # "fitness", "fees" dropped
     for r in kept:
         assert r["input"].startswith("name[") or "[" in r["input"]
         values = [v for v in r["input"].split("[")[1:]]

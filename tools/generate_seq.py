@@ -27,9 +27,10 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import cache
 from typing import Any
 
-from p2m.errors import TaskError
+from p2m.errors import ConfigError, TaskError
 from p2m.tools.curate_seq import curate_seq, dedup_key
 from p2m.tools.generate import GenConfig
 from p2m.tools.parse import qa_input, record_fields
@@ -62,11 +63,19 @@ __all__ = [
     "format_record",
     "dedup_key",
     "widen_names",
+    "like_values",
+    "adapt_demonstration",
+    "invent_names",
+    "name_like",
     "salvage",
 ]
 
 SEQ_TYPES = ("extractive_qa", "text_to_code", "data_to_text", "text_generation")
 STRIDE = 4  # request indexes per unit: unit u owns u*STRIDE … u*STRIDE+3 (one row each)
+ADAPT_DEMONSTRATIONS = (
+    True  # data-to-text: examples rewritten with each request's values (adapt_demonstration)
+)
+INVENTED_NAMES = 32  # new names per name field (data-to-text): the student must copy names, not recall them
 QA_SPANS = 10  # answer spans (rows) per QA passage
 QA_STRIDE = QA_SPANS + 1  # a QA unit's indexes: the passage's seed, then one per span; its last one if none
 # Spans whose question the teacher is asked first (the rest are templated). 0: the embedded 135M teacher's
@@ -216,17 +225,48 @@ def _code_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> l
     return [_row(request, code or clean_code(raw) or "", u * STRIDE, reason, {"ran": ran})]
 
 
+def adapt_demonstration(inp: str, out: str, record: list[tuple[str, str]], pools: dict[str, list[str]],
+                        rng: random.Random, style: str = "bracket") -> tuple[str, str]:  # fmt: skip
+    """A demonstration rewritten to hold the request's values: each value its text names is replaced, in
+    the record and the text, by the request record's value of that field (else a random pool value).
+
+    A small teacher copies its examples' names and values into every answer ("The Golden Palace" for any
+    record); with the examples carrying the request's values, what it copies is what the record says.
+    Yes/no values are kept (the text's wording carries them).
+    """
+    want = dict(record)
+    fields, text = [], out
+    for f, v in record_fields(inp):
+        new = want.get(f) or (rng.choice(pools[f]) if pools.get(f) else v)
+        hit = re.search(rf"(?<!\w){re.escape(v)}(?!\w)", text, re.I)
+        if norm(v) in ("yes", "no") or hit is None or norm(new) in ("yes", "no"):
+            fields.append((f, v))
+            continue
+        text = text[: hit.start()] + new + text[hit.end() :]
+        fields.append((f, new))
+    return format_record(fields, style), text
+
+
 def _d2t_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> list[dict[str, Any]]:
     rng = random.Random(cfg.seed * 1_000_003 + u)
     record = sample_record(ctx["fields"], ctx["pools"], ctx["presence"], rng)
     inp = format_record(record, ctx["style"])
+    if ADAPT_DEMONSTRATIONS:
+        demos = [
+            adapt_demonstration(i, o, record, ctx["pools"], rng, ctx["style"])
+            for i, o in spec.demonstrations[:4]
+        ]
+        examples = "\n\n".join(f"Input: {i}\nOutput: {o}" for i, o in demos)
+        system = load_prompt("seq_system").format(instruction=spec.instruction, examples=examples).strip()
+    else:
+        system = ctx["system"]
     values = [v for _, v in record if norm(v) not in ("yes", "no")]
     hint = (
         f"\nWrite one fluent sentence that includes {', '.join(values[:-1])} and {values[-1]}."
         if len(values) > 1
         else ""
     )
-    user = ctx["system"] + "\n\n" + load_prompt("seq_output_user").format(input=inp, hint=hint)
+    user = system + "\n\n" + load_prompt("seq_output_user").format(input=inp, hint=hint)
     text = clean_generated(_line(llm, user, cfg, cfg.seed + u * STRIDE, 120))
     first = re.split(r"(?<=[.!?])\s+", text or "", maxsplit=1)[0]
     reason = None
@@ -291,15 +331,73 @@ def sample_record(fields: list[str], pools: dict[str, list[str]], presence: dict
     return record
 
 
-def widen_names(values: list[str], cap: int = 16) -> list[str]:
-    """More proper names from a field's names by recombining them ("The Golden Palace" + "Browns Cambridge"
-    → "The Golden Cambridge", "Browns Palace"), so a student learns to copy names rather than remember a few.
+_GLUE = {"the", "of", "and", "&", "at", "on", "in", "de", "la", "le", "du", "del"}
+_NOT_NAMES = {"rape", "raped", "sexy", "porn", "nazi", "nazis", "slave", "slaves", "suicide", "murder", "kill",
+              "killed", "drugs", "abuse", "penis", "vagina", "fuck", "shit", "cancer", "dead", "death"}  # fmt: skip
 
-    Only for fields whose values are all capitalised names of two or more words at least once; others are
-    returned as they are.
+
+def name_like(values: list[str]) -> bool:
+    """Whether a field holds proper names: every word capitalised (or a joining word such as "of"), no
+    digits, and at least one value of two or more words ("Crowne Plaza Hotel", "The Punter")."""
+
+    def one(v: str) -> bool:
+        words = v.split()
+        return (
+            bool(words)
+            and words[0][:1].isupper()
+            and all(w[:1].isupper() and not any(c.isdigit() for c in w) or w.lower() in _GLUE for w in words)
+        )
+
+    return bool(values) and all(one(v) for v in values) and any(len(v.split()) >= 2 for v in values)
+
+
+@cache
+def name_words() -> tuple[str, ...]:
+    """Plain English words to invent names from: the embedder's own WordPiece vocabulary (shipped with
+    p2m, roughly frequency-ordered), common words only, no plurals, verb forms or adverbs."""
+    from p2m.tools.embed import default_student_path
+
+    try:
+        vocab = (default_student_path() / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    except (OSError, ConfigError):  # no vocabulary: recombination only
+        return ()
+    return tuple(
+        w for w in vocab[2500:14000]
+        if re.fullmatch(r"[a-z]{4,9}", w) and not re.search(r"(?:ed|ing|ly|s)$", w) and w not in _NOT_NAMES
+    )  # fmt: skip
+
+
+def invent_names(values: list[str], n: int, rng: random.Random, avoid: set[str] = frozenset()) -> list[str]:
+    """`n` new names shaped like `values` ("The Golden Palace" → "The Harbour Castle"): each capitalised
+    word replaced by a random common English word (the last one kept half the time when there are
+    two or more); joining words kept; no word of `avoid` (other
+    fields' values, so a name never reads as one of them)."""
+    words = [w for w in name_words() if w not in avoid]
+    out: list[str] = []
+    seen = {norm(v) for v in values}
+    for _ in range(n * 10):
+        if len(out) >= n or not words:
+            break
+        shape = rng.choice(values).split()
+        new = [w if w.lower() in _GLUE else rng.choice(words).capitalize() for w in shape]
+        if sum(w.lower() not in _GLUE for w in shape) >= 2 and rng.random() < 0.5:
+            new[-1] = shape[-1]  # often a kind of place: "… Hotel", "… House"
+        name = " ".join(new)
+        if norm(name) not in seen:
+            seen.add(norm(name))
+            out.append(name)
+    return out
+
+
+def widen_names(values: list[str], cap: int = 16, invent: int = 0, rng: random.Random | None = None,
+                avoid: set[str] = frozenset()) -> list[str]:  # fmt: skip
+    """More proper names from a field's names, so a student learns to copy names rather than remember a
+    few: first by recombining them ("The Golden Palace" + "Browns Cambridge" → "The Golden Cambridge",
+    "Browns Palace", up to `cap`), then `invent` names made of other English words (`invent_names`).
+
+    Only for fields whose values are names (`name_like`); others are returned as they are.
     """
-    capital = all(re.match(r"^[A-Z][\w'’.-]*(?:\s+[\w'’.-]+)*$", v) for v in values)
-    if not capital or len(values) < 2 or not any(" " in v for v in values):
+    if not name_like(values):
         return values
     out = list(values)
     heads = [v.rsplit(" ", 1)[0] for v in values if " " in v] + [v for v in values if " " not in v]
@@ -308,10 +406,27 @@ def widen_names(values: list[str], cap: int = 16) -> list[str]:
         for tail in tails:
             name = f"{head} {tail}"
             if len(out) >= cap:
-                return out
+                break
             if name not in out and norm(tail) not in norm(head):
                 out.append(name)
+    if invent:
+        out += invent_names(values, invent, rng or random.Random(0), avoid)
     return out
+
+
+VALUE_SIMILARITY = 0.4  # a proposed field value is kept when this close to one of the examples' (cosine)
+
+
+def like_values(new: list[str], given: list[str]) -> list[str]:
+    """The proposed values that resemble a given one (all-MiniLM-L6-v2 cosine ≥ VALUE_SIMILARITY): the
+    135M teacher asked for more foods answers "health", "love", "fitness" (0.22–0.32 to "English" /
+    "Chinese"; "French", "Japanese", "Italian" 0.54–0.71)."""
+    if not new or not given:
+        return []
+    from p2m.tools.embed import embed
+
+    sims = embed(new) @ embed(given).T
+    return [v for v, row in zip(new, sims, strict=True) if float(row.max()) >= VALUE_SIMILARITY]
 
 
 def _d2t_context(spec: TaskSpec, llm: Any, cfg: GenConfig) -> dict[str, Any]:
@@ -327,19 +442,26 @@ def _d2t_context(spec: TaskSpec, llm: Any, cfg: GenConfig) -> dict[str, Any]:
     presence = {f: max(0.35, sum(any(g == f for g, _ in r) for r in records) / len(records)) for f in fields}
     style = "bracket" if "[" in spec.demonstrations[0][0] else "colon"
     proposed: dict[str, int] = {}
-    # One request for every field's new values (a record of lists): a weak teacher gives little, so it gets
-    # one call; short, new, plain values are kept, never the field's own name.
+    # One request per field for new values (a weak teacher asked for every field at once answers for few
+    # of them); short, new, plain values are kept, never the field's own name.
     open_fields = [f for f in fields if not {norm(v) for v in pools[f]} <= {"yes", "no"}]
-    example = json.dumps({f: pools[f] for f in open_fields}, ensure_ascii=False)
-    user = load_prompt("seq_values_user").format(input_kind=spec.input_kind, example=example)
-    item = {"type": "array", "maxItems": 6, "items": {"type": "string", "minLength": 1, "maxLength": 30}}
-    schema = {"type": "object", "required": open_fields, "properties": dict.fromkeys(open_fields, item)}
-    data = llm.json([("system", spec.instruction), ("user", user)], schema, temperature=cfg.temperature,
-                    seed=cfg.seed, max_tokens=320, purpose="generate_values") if open_fields else None  # fmt: skip
-    for f in open_fields:
-        values = data.get(f) if isinstance(data, dict) else None
+    schema = {"type": "object", "required": ["values"], "properties": {"values": {
+        "type": "array", "maxItems": 8, "items": {"type": "string", "minLength": 1, "maxLength": 30}}}}  # fmt: skip
+
+    def ask(i: int, f: str) -> Any:
+        field = re.sub(r"([a-z])([A-Z])", r"\1 \2", f).lower()  # eatType → eat type
+        user = load_prompt("seq_values_user").format(field=field, input_kind=spec.input_kind,
+                                                     example=", ".join(pools[f]))  # fmt: skip
+        data = llm.json([("system", spec.instruction), ("user", user)], schema, temperature=cfg.temperature,
+                        seed=cfg.seed + i, max_tokens=160, purpose="generate_values")  # fmt: skip
+        return data.get("values") if isinstance(data, dict) else None
+
+    with ThreadPoolExecutor(max_workers=max(1, getattr(llm, "parallelism", 1))) as ex:
+        answers = list(ex.map(ask, range(len(open_fields)), open_fields))
+    for f, values in zip(open_fields, answers, strict=True):
         new = [v.strip() for v in values if isinstance(v, str)] if isinstance(values, list) else []
-        new = [v for v in new if 0 < len(v.split()) <= 5 and not re.search(r"[\[\]{}:;,]", v)]
+        new = [v for v in new if 0 < len(v.split()) <= 5 and not re.search(r"[\[\]{}:;,_]", v)]
+        new = like_values(new, pools[f])
         seen = {norm(v) for v in pools[f]}
         for v in new:
             if norm(v) and norm(v) not in seen and norm(f) not in norm(v) and norm(v) not in norm(f):
@@ -347,8 +469,10 @@ def _d2t_context(spec: TaskSpec, llm: Any, cfg: GenConfig) -> dict[str, Any]:
                 pools[f].append(v)
                 proposed[f] = proposed.get(f, 0) + 1
     required = next((f for f in fields if all(any(g == f for g, _ in r) for r in records)), None)
+    rng = random.Random(cfg.seed)
     for f in fields:
-        pools[f] = widen_names(pools[f])
+        avoid = {w for g in fields if g != f for v in pools[g] for w in norm(v).split()}
+        pools[f] = widen_names(pools[f], invent=INVENTED_NAMES, rng=rng, avoid=avoid)
     return {"system": _system(spec), "fields": fields, "pools": pools, "presence": presence, "style": style,
             "proposed_values": proposed, "required": required}  # fmt: skip
 
