@@ -41,7 +41,9 @@ class RunOptions:
     gen: GenConfig = field(default_factory=GenConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: bool = True
-    fast_student: bool = False  # generative tasks: also try a cut-down student, deploy it if nearly as good
+    # also try a cut-down generator and deploy it if nearly as good; None: for data-to-text only, where
+    # the full student can label new records for it (agent/pipeline_seq.py)
+    fast_student: bool | None = None
     eval_file: str | None = None
     out: str | None = None
     retrieve: bool = True  # search the index for labelled data that fits, and train on it too
@@ -67,7 +69,7 @@ class RunOptions:
             gen=GenConfig(**d["gen"]),
             train=TrainConfig(**d["train"]),
             finetune=d["finetune"],
-            fast_student=d.get("fast_student", False),
+            fast_student=d.get("fast_student"),
             eval_file=d.get("eval_file"),
             out=d.get("out"),
             retrieve=d.get("retrieve", False),

@@ -11,10 +11,12 @@ import pytest
 from p2m.errors import TaskError
 from p2m.tools.generate import GenConfig
 from p2m.tools.generate_seq import (
+    adapt_demonstration,
     curate_seq,
     format_record,
     generate_seq,
     invent_names,
+    like_values,
     name_like,
     salvage,
     sample_record,
@@ -393,3 +395,26 @@ def test_curate_drops_duplicates_splits_qa_by_passage_and_reports_diversity(fake
             splits_of_passage.setdefault(qa_parts(r["input"])[0], set()).add(by_id[r["id"]]["split"])
     assert all(len(s) == 1 for s in splits_of_passage.values())
     assert {"train", "validation"} <= set().union(*splits_of_passage.values())
+
+
+def test_a_demonstration_is_rewritten_with_the_requests_values():
+    demo = ("name[Blue Spice], eatType[pub], area[riverside], familyFriendly[yes]",
+            "Blue Spice is a family friendly pub by the Riverside.")  # fmt: skip
+    record = [("name", "The Harbour Mill"), ("area", "city centre")]
+    pools = {"eatType": ["restaurant"], "area": ["riverside", "city centre"]}
+    inp, text = adapt_demonstration(*demo, record, pools, random.Random(0))
+    assert inp == "name[The Harbour Mill], eatType[restaurant], area[city centre], familyFriendly[yes]"
+    assert text == "The Harbour Mill is a family friendly restaurant by the city centre."
+    # a value its text does not name stays as it is (the pair stays true); so does the colon style
+    inp, text = adapt_demonstration("name: Zizzi, food: Italian", "Zizzi is nice.", [("food", "French")], {},
+                                    random.Random(0), "colon")  # fmt: skip
+    assert (inp, text) == ("name: Zizzi, food: Italian", "Zizzi is nice.")
+
+
+def test_proposed_values_are_kept_only_when_they_resemble_the_examples():
+    assert like_values(["French", "Japanese", "fitness", "love"], ["English", "Chinese"]) == [
+        "French",
+        "Japanese",
+    ]
+    assert like_values(["restaurant", "fees"], ["coffee shop"]) == ["restaurant"]
+    assert like_values([], ["x"]) == [] and like_values(["x"], []) == []

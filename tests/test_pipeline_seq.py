@@ -127,7 +127,7 @@ def test_seq_run_resumes_without_repeating_requests(fake_llm, fake_chat, memo_st
     assert sum(r["kept"] for r in store.examples(run["id"], kept=None)) >= 8
 
 
-@pytest.mark.parametrize(("fast_forgets", "chosen"), [(False, "lora-15L"), (True, "lora")])
+@pytest.mark.parametrize(("fast_forgets", "chosen"), [(False, "lora-12L"), (True, "lora")])
 def test_a_cut_down_student_is_deployed_only_when_nearly_as_good(fast_forgets, chosen, fake_llm, monkeypatch):
     import p2m.tools.train_seq as ts
 
@@ -140,20 +140,57 @@ def test_a_cut_down_student_is_deployed_only_when_nearly_as_good(fast_forgets, c
     monkeypatch.setattr(ts, "finetune_generator", gen)
     monkeypatch.setattr(ts, "load_seq_student", _load)
     res = run_pipeline(D2T_PROMPT, _opts(fast_student=True), llm=fake_llm, progress=False)
-    assert layers == [0, 15]
+    assert layers == [0, 12]
     report = res.report
     assert report["student"]["selected"] == chosen
-    assert [c["name"] for c in report["candidates"]] == ["lora", "lora-15L"]
+    assert [c["name"] for c in report["candidates"]] == ["lora", "lora-12L"]
     assert all(c["ms_per_example"] >= 0 for c in report["candidates"])
     select = [d for d in report["decisions"] if d["action"] == "select"][-1]
     assert select["args"]["name"] == chosen and ("deploy the faster" in select["reason"]) == (
         chosen != "lora"
     )
-    assert ("15 of its 30 layers" in report["student"]["base"]) == (chosen != "lora")
-    # the default: one student
+    assert ("12 of its 30 layers" in report["student"]["base"]) == (chosen != "lora")
+    # the default: both for data-to-text, one student for code or when asked
     layers.clear()
     run_pipeline(D2T_PROMPT, _opts(), llm=fake_llm, progress=False)
-    assert layers == [0]
+    run_pipeline(CODE_PROMPT, _opts(), llm=fake_llm, progress=False)
+    run_pipeline(D2T_PROMPT, _opts(fast_student=False), llm=fake_llm, progress=False)
+    assert layers == [0, 12, 0, 0]
+
+
+class EchoStudent(MemoStudent):
+    """A full student that describes any record by its values: '<v1> and <v2> is a place here.'"""
+
+    def predict(self, inputs: list[str], **kw) -> list[str]:
+        from p2m.tools.parse import record_fields
+
+        return [" and ".join(v for _, v in record_fields(x)) + " is a place here." for x in inputs]
+
+
+def test_the_cut_down_data_to_text_student_also_learns_from_the_full_ones_checked_texts(
+    fake_llm, monkeypatch
+):
+    import p2m.agent.pipeline_seq as ps
+    import p2m.tools.train_seq as ts
+
+    sizes = []
+
+    def gen(train, val, instruction, cfg, progress=False):
+        sizes.append((cfg.layers, len(train), train))
+        return EchoStudent("causal-lm", dict(train + val)) if not cfg.layers else MemoStudent("causal-lm", {})
+
+    monkeypatch.setattr(ts, "finetune_generator", gen)
+    monkeypatch.setattr(ts, "load_seq_student", _load)
+    monkeypatch.setattr(ps, "DISTIL_RECORDS", 40)
+    res = run_pipeline(D2T_PROMPT, _opts(fast_student=True), llm=fake_llm, progress=False)
+    (full_layers, n_full, full_rows), (cut_layers, n_cut, cut_rows) = sizes
+    assert (full_layers, cut_layers) == (0, 12)
+    assert full_rows == cut_rows[:n_full] and n_full + 10 <= n_cut <= n_full + 40  # echoes of yes/no fail
+    assert all(" is a place here." in y for _, y in cut_rows[n_full:])
+    assert not {x for x, _ in cut_rows[n_full:]} & {x for x, _ in full_rows}  # new records only
+    lines = (res.folder / "data" / "distilled.jsonl").read_text().splitlines()
+    assert len(lines) == n_cut - n_full and json.loads(lines[0])["source"] == "distilled:lora"
+    assert any("distil" in d["reason"] for d in res.report["decisions"])
 
 
 def test_qa_prompt_without_passages_fails_before_generation(fake_llm):

@@ -10,9 +10,11 @@ rest (tools/seq_checks.py) instead of trusting it:
 - text to code: the teacher writes a request like the demonstrations' inputs, then the snippet;
   the snippet must parse (ast), stay on one line for one-liner tasks, and run when that is cheap and safe.
 - data to text: records are sampled from the fields and values of the demonstrations (the teacher
-  proposes more values per field); the teacher writes the text, which must mention every value and
-  no value the record does not hold. A text that misses values or mentions others is kept with the
-  record it does describe (`repair_record`), when that record still has its subject field.
+  proposes more values per field, kept when they resemble the given ones; name fields also get
+  invented names, so a student learns to copy names); the teacher sees the demonstrations rewritten
+  with the request's values (it copies its examples) and writes the text, which must mention every
+  value and no value the record does not hold. A text that misses values or mentions others is kept
+  with the record it does describe (`repair_record`), when that record still has its subject field.
 - text generation: the teacher writes an input like the demonstrations' inputs, then the output.
 Every request has a fixed seed (reproducible, cached); every dropped row keeps its reason;
 `curate_seq` (tools/curate_seq.py) removes near-duplicates by embedding and reports a diversity figure.
@@ -63,6 +65,7 @@ __all__ = [
     "format_record",
     "dedup_key",
     "widen_names",
+    "new_records",
     "like_values",
     "adapt_demonstration",
     "invent_names",
@@ -387,6 +390,33 @@ def invent_names(values: list[str], n: int, rng: random.Random, avoid: set[str] 
             seen.add(norm(name))
             out.append(name)
     return out
+
+
+def new_records(inputs: list[str], n: int, rng: random.Random, invent: int = 64
+                ) -> tuple[list[list[tuple[str, str]]], dict[str, list[str]], str]:  # fmt: skip
+    """`n` records not among `inputs`, sampled from their fields and values (each field as often as
+    there, name fields widened with `invent` invented names): inputs for a student to label itself
+    (distillation, agent/pipeline_seq.py). Returns (records, pools, style); fewer when the inputs
+    allow fewer distinct records."""
+    records = [r for r in (record_fields(x) for x in inputs) if len(r) >= 2]
+    if not records:
+        return [], {}, "bracket"
+    fields = list(dict.fromkeys(f for r in records for f, _ in r))
+    pools = {f: list(dict.fromkeys(v for r in records for g, v in r if g == f)) for f in fields}
+    presence = {f: sum(any(g == f for g, _ in r) for r in records) / len(records) for f in fields}
+    for f in fields:
+        avoid = {w for g in fields if g != f for v in pools[g] for w in norm(v).split()}
+        pools[f] = widen_names(pools[f], invent=invent, rng=rng, avoid=avoid)
+    style = "bracket" if any("[" in x for x in inputs) else "colon"
+    seen, out = {format_record(r, style) for r in records}, []
+    for _ in range(20 * n):
+        if len(out) >= n:
+            break
+        r = sample_record(fields, pools, presence, rng)
+        if format_record(r, style) not in seen:
+            seen.add(format_record(r, style))
+            out.append(r)
+    return out, pools, style
 
 
 def widen_names(values: list[str], cap: int = 16, invent: int = 0, rng: random.Random | None = None,
