@@ -16,10 +16,8 @@ from p2m.tools.generate_seq import (
     format_record,
     generate_seq,
     invent_names,
-    invent_values,
     like_values,
     name_like,
-    new_records,
     salvage,
     sample_record,
     widen_names,
@@ -420,26 +418,3 @@ def test_proposed_values_are_kept_only_when_they_resemble_the_examples():
     ]
     assert like_values(["restaurant", "fees"], ["coffee shop"]) == ["restaurant"]
     assert like_values([], ["x"]) == [] and like_values(["x"], []) == []
-
-
-def test_invented_values_keep_the_shape_of_the_given_ones():
-    values = invent_values(["3 out of 5", "coffee shop", "English"], 30, random.Random(0), avoid={"harbour"})
-    assert len(values) == len(set(values)) == 30
-    for v in values:
-        assert "harbour" not in v.lower().split()
-        if "out" in v:
-            assert re.fullmatch(r"\d out of \d", v)
-        elif " " in v:
-            assert re.fullmatch(r"[a-z]+ [a-z]+", v)  # like "coffee shop": two lower-case words
-        else:
-            assert re.fullmatch(r"[A-Z][a-z]+", v)  # like "English"
-
-
-def test_new_records_for_distillation_are_new_and_carry_invented_values():
-    inputs = ["name[Blue Spice], eatType[pub], area[riverside]", "name[The Mill], eatType[coffee shop], area[city centre]",
-              "name[Zizzi], area[riverside], familyFriendly[yes]"]  # fmt: skip
-    records, pools, style = new_records(inputs, 50, random.Random(0))
-    assert style == "bracket" and len(records) == 50
-    assert not {format_record(r) for r in records} & set(inputs)
-    assert len(pools["name"]) > 3 and len(pools["eatType"]) == 4 and pools["familyFriendly"] == ["yes"]
-    assert any(v not in ("pub", "coffee shop") for r in records for f, v in r if f == "eatType")

@@ -65,7 +65,6 @@ __all__ = [
     "format_record",
     "dedup_key",
     "widen_names",
-    "invent_values",
     "new_records",
     "like_values",
     "adapt_demonstration",
@@ -393,37 +392,10 @@ def invent_names(values: list[str], n: int, rng: random.Random, avoid: set[str] 
     return out
 
 
-def invent_values(values: list[str], n: int, rng: random.Random, avoid: set[str] = frozenset()) -> list[str]:
-    """`n` new values shaped like `values`: digits replaced by other digits ("3 out of 5" → "4 out of 5",
-    "£20-25" → "£61-78"), words of four letters or more by common English words with the same case
-    ("coffee shop" → "harbour lantern"), short words kept. A student that sees them learns to carry any
-    value into its text rather than the few the examples have."""
-    words = [w for w in name_words() if w not in avoid]
-    seen, out = {norm(v) for v in values}, []
-    for _ in range(n * 10):
-        if len(out) >= n or not words or not values:
-            break
-        parts = []
-        for w in rng.choice(values).split():
-            if any(c.isdigit() for c in w):
-                parts.append(re.sub(r"\d", lambda _: str(rng.randint(1, 9)), w))
-            elif len(w) >= 4 and w.isalpha():
-                new = rng.choice(words)
-                parts.append(new.capitalize() if w[0].isupper() else new)
-            else:
-                parts.append(w)
-        value = " ".join(parts)
-        if norm(value) not in seen:
-            seen.add(norm(value))
-            out.append(value)
-    return out
-
-
 def new_records(inputs: list[str], n: int, rng: random.Random, invent: int = 64
                 ) -> tuple[list[list[tuple[str, str]]], dict[str, list[str]], str]:  # fmt: skip
     """`n` records not among `inputs`, sampled from their fields and values (each field as often as
-    there, name fields widened with `invent` invented names, other fields with `invent_values`): inputs
-    for a student to label itself
+    there, name fields widened with `invent` invented names): inputs for a student to label itself
     (distillation, agent/pipeline_seq.py). Returns (records, pools, style); fewer when the inputs
     allow fewer distinct records."""
     records = [r for r in (record_fields(x) for x in inputs) if len(r) >= 2]
@@ -434,10 +406,7 @@ def new_records(inputs: list[str], n: int, rng: random.Random, invent: int = 64
     presence = {f: sum(any(g == f for g, _ in r) for r in records) / len(records) for f in fields}
     for f in fields:
         avoid = {w for g in fields if g != f for v in pools[g] for w in norm(v).split()}
-        if name_like(pools[f]):
-            pools[f] = widen_names(pools[f], invent=invent, rng=rng, avoid=avoid)
-        elif not {norm(v) for v in pools[f]} <= {"yes", "no"}:
-            pools[f] = pools[f] + invent_values(pools[f], max(2, len(pools[f])), rng, avoid)
+        pools[f] = widen_names(pools[f], invent=invent, rng=rng, avoid=avoid)
     style = "bracket" if any("[" in x for x in inputs) else "colon"
     seen, out = {format_record(r, style) for r in records}, []
     for _ in range(20 * n):
