@@ -41,9 +41,9 @@ class RunOptions:
     gen: GenConfig = field(default_factory=GenConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: bool = True
-    # also try a cut-down generator and deploy it if nearly as good; None: for data-to-text only, where
-    # the full student can label new records for it (agent/pipeline_seq.py)
-    fast_student: bool | None = None
+    # generative tasks: also try a cut-down student (for data-to-text also taught by the full one on new
+    # records) and deploy it if nearly as good on validation (agent/pipeline_seq.py)
+    fast_student: bool = False
     eval_file: str | None = None
     out: str | None = None
     retrieve: bool = True  # search the index for labelled data that fits, and train on it too
@@ -69,7 +69,7 @@ class RunOptions:
             gen=GenConfig(**d["gen"]),
             train=TrainConfig(**d["train"]),
             finetune=d["finetune"],
-            fast_student=d.get("fast_student"),
+            fast_student=bool(d.get("fast_student")),
             eval_file=d.get("eval_file"),
             out=d.get("out"),
             retrieve=d.get("retrieve", False),

@@ -84,8 +84,8 @@ def _curate(r: Any, spec: TaskSpec) -> dict[str, Any]:
 
 
 # A cut-down generator (fewer layers) is deployed when its validation score is within this fraction of
-# the full one's: the student has to beat the teacher and run on a laptop, and the cut one answers
-# about twice as fast.
+# the full one's: the student has to beat the teacher and run on a laptop, and the 12-layer one answers
+# about three times as fast (e2e_nlg validation: 53 vs 167 ms/example).
 FAST_TOLERANCE = 0.10
 FAST_LAYERS = 12  # of SmolLM2-135M's 30 (see tools/train_seq.keep_layers)
 FAST_EPOCHS = 3
@@ -148,8 +148,7 @@ def _train(r: Any, spec: TaskSpec) -> dict[str, Any]:
 
     r.store.set_stage(r.run_id, "train")
     train, val = r.data(spec)
-    try_fast = r.opts.fast_student if r.opts.fast_student is not None else spec.task_type == "data_to_text"
-    try_fast = bool(try_fast and val and spec.task_type != "extractive_qa")
+    try_fast = bool(r.opts.fast_student and val and spec.task_type != "extractive_qa")
     cfg = SeqTrainConfig(epochs=r.opts.train.epochs, seed=r.opts.train.seed)
     if try_fast:
         cfg = dataclasses.replace(cfg, max_minutes=FULL_MINUTES)

@@ -150,12 +150,11 @@ def test_a_cut_down_student_is_deployed_only_when_nearly_as_good(fast_forgets, c
         chosen != "lora"
     )
     assert ("12 of its 30 layers" in report["student"]["base"]) == (chosen != "lora")
-    # the default: both for data-to-text, one student for code or when asked
+    # the default: one student
     layers.clear()
     run_pipeline(D2T_PROMPT, _opts(), llm=fake_llm, progress=False)
     run_pipeline(CODE_PROMPT, _opts(), llm=fake_llm, progress=False)
-    run_pipeline(D2T_PROMPT, _opts(fast_student=False), llm=fake_llm, progress=False)
-    assert layers == [0, 12, 0, 0]
+    assert layers == [0, 0]
 
 
 class EchoStudent(MemoStudent):
