@@ -75,9 +75,6 @@ __all__ = [
 
 SEQ_TYPES = ("extractive_qa", "text_to_code", "data_to_text", "text_generation")
 STRIDE = 4  # request indexes per unit: unit u owns u*STRIDE … u*STRIDE+3 (one row each)
-ADAPT_DEMONSTRATIONS = (
-    True  # data-to-text: examples rewritten with each request's values (adapt_demonstration)
-)
 INVENTED_NAMES = 32  # new names per name field (data-to-text): the student must copy names, not recall them
 QA_SPANS = 10  # answer spans (rows) per QA passage
 QA_STRIDE = QA_SPANS + 1  # a QA unit's indexes: the passage's seed, then one per span; its last one if none
@@ -98,8 +95,8 @@ _CODE_TOPICS = (
 _HINTS = ("", " Keep it short.", " Mention one specific detail.", "", " Make it a little longer.")
 
 
-def _system(spec: TaskSpec, inputs_only: bool = False) -> str:
-    demos = spec.demonstrations[:4]
+def _system(spec: TaskSpec, inputs_only: bool = False, demos: list[tuple[str, str]] | None = None) -> str:
+    demos = (spec.demonstrations if demos is None else demos)[:4]
     if inputs_only:
         examples = "Example inputs:\n" + "\n".join(f"- {i}" for i, _ in demos) if demos else ""
     else:
@@ -254,15 +251,10 @@ def _d2t_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> li
     rng = random.Random(cfg.seed * 1_000_003 + u)
     record = sample_record(ctx["fields"], ctx["pools"], ctx["presence"], rng)
     inp = format_record(record, ctx["style"])
-    if ADAPT_DEMONSTRATIONS:
-        demos = [
-            adapt_demonstration(i, o, record, ctx["pools"], rng, ctx["style"])
-            for i, o in spec.demonstrations[:4]
-        ]
-        examples = "\n\n".join(f"Input: {i}\nOutput: {o}" for i, o in demos)
-        system = load_prompt("seq_system").format(instruction=spec.instruction, examples=examples).strip()
-    else:
-        system = ctx["system"]
+    demos = [
+        adapt_demonstration(i, o, record, ctx["pools"], rng, ctx["style"]) for i, o in spec.demonstrations[:4]
+    ]
+    system = _system(spec, demos=demos)  # the examples carry this request's values
     values = [v for _, v in record if norm(v) not in ("yes", "no")]
     hint = (
         f"\nWrite one fluent sentence that includes {', '.join(values[:-1])} and {values[-1]}."
@@ -392,6 +384,23 @@ def invent_names(values: list[str], n: int, rng: random.Random, avoid: set[str] 
     return out
 
 
+def record_pools(records: list[list[tuple[str, str]]], least: float = 0.0
+                 ) -> tuple[list[str], dict[str, list[str]], dict[str, float]]:  # fmt: skip
+    """(fields in first-seen order, each field's distinct values, how often each field is present (at
+    least `least`)) of some records."""
+    fields = list(dict.fromkeys(f for r in records for f, _ in r))
+    pools = {f: list(dict.fromkeys(v for r in records for g, v in r if g == f)) for f in fields}
+    presence = {f: max(least, sum(any(g == f for g, _ in r) for r in records) / len(records)) for f in fields}
+    return fields, pools, presence
+
+
+def widen_pools(pools: dict[str, list[str]], invent: int, rng: random.Random) -> None:
+    """`widen_names` on every field, in place; invented names avoid the other fields' words."""
+    for f in pools:
+        avoid = {w for g in pools if g != f for v in pools[g] for w in norm(v).split()}
+        pools[f] = widen_names(pools[f], invent=invent, rng=rng, avoid=avoid)
+
+
 def new_records(inputs: list[str], n: int, rng: random.Random, invent: int = 64
                 ) -> tuple[list[list[tuple[str, str]]], dict[str, list[str]], str]:  # fmt: skip
     """`n` records not among `inputs`, sampled from their fields and values (each field as often as
@@ -401,12 +410,8 @@ def new_records(inputs: list[str], n: int, rng: random.Random, invent: int = 64
     records = [r for r in (record_fields(x) for x in inputs) if len(r) >= 2]
     if not records:
         return [], {}, "bracket"
-    fields = list(dict.fromkeys(f for r in records for f, _ in r))
-    pools = {f: list(dict.fromkeys(v for r in records for g, v in r if g == f)) for f in fields}
-    presence = {f: sum(any(g == f for g, _ in r) for r in records) / len(records) for f in fields}
-    for f in fields:
-        avoid = {w for g in fields if g != f for v in pools[g] for w in norm(v).split()}
-        pools[f] = widen_names(pools[f], invent=invent, rng=rng, avoid=avoid)
+    fields, pools, presence = record_pools(records)
+    widen_pools(pools, invent, rng)
     style = "bracket" if any("[" in x for x in inputs) else "colon"
     seen, out = {format_record(r, style) for r in records}, []
     for _ in range(20 * n):
@@ -467,9 +472,7 @@ def _d2t_context(spec: TaskSpec, llm: Any, cfg: GenConfig) -> dict[str, Any]:
             "a data-to-text task needs examples of its records, e.g. 'Input: name[Blue Spice], area[riverside]"
             " / Output: Blue Spice is by the river.'"
         )
-    fields = list(dict.fromkeys(f for r in records for f, _ in r))
-    pools = {f: list(dict.fromkeys(v for r in records for g, v in r if g == f)) for f in fields}
-    presence = {f: max(0.35, sum(any(g == f for g, _ in r) for r in records) / len(records)) for f in fields}
+    fields, pools, presence = record_pools(records, least=0.35)
     style = "bracket" if "[" in spec.demonstrations[0][0] else "colon"
     proposed: dict[str, int] = {}
     # One request per field for new values (a weak teacher asked for every field at once answers for few
@@ -499,11 +502,8 @@ def _d2t_context(spec: TaskSpec, llm: Any, cfg: GenConfig) -> dict[str, Any]:
                 pools[f].append(v)
                 proposed[f] = proposed.get(f, 0) + 1
     required = next((f for f in fields if all(any(g == f for g, _ in r) for r in records)), None)
-    rng = random.Random(cfg.seed)
-    for f in fields:
-        avoid = {w for g in fields if g != f for v in pools[g] for w in norm(v).split()}
-        pools[f] = widen_names(pools[f], invent=INVENTED_NAMES, rng=rng, avoid=avoid)
-    return {"system": _system(spec), "fields": fields, "pools": pools, "presence": presence, "style": style,
+    widen_pools(pools, INVENTED_NAMES, random.Random(cfg.seed))
+    return {"fields": fields, "pools": pools, "presence": presence, "style": style,
             "proposed_values": proposed, "required": required}  # fmt: skip
 
 
