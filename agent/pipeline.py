@@ -305,9 +305,7 @@ class _Run:
         self.store.set_stage(self.run_id, "deploy")
         best = trained["best"]
         model_dir = self.folder / "model"
-        if model_dir.exists():
-            shutil.rmtree(model_dir)
-        shutil.copytree(best["path"], model_dir)
+        deploy.copy_model(best["path"], model_dir)
         student = load_student(model_dir)
         user_report = None
         if eval_pairs:

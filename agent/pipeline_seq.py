@@ -9,7 +9,6 @@ reader for extractive QA, SmolLM2-135M + LoRA for the generative types.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from typing import Any
 
@@ -223,9 +222,7 @@ def _deploy(
     r.store.set_stage(r.run_id, "deploy")
     best = trained["best"]
     model_dir = r.folder / "model"
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    shutil.copytree(best["path"], model_dir)
+    deploy.copy_model(best["path"], model_dir)
     user_report = None
     if eval_refs:
         student = load_seq_student(model_dir)

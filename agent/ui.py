@@ -194,9 +194,11 @@ def _download(s: ChatSession) -> str:
     if stage.exists():
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
-    for name in ("model", "data"):
-        if (s.folder / name).is_dir():
-            shutil.copytree(s.folder / name, stage / name)
+    from p2m.tools.deploy import copy_model
+
+    copy_model(s.folder / "model", stage / "model")
+    if (s.folder / "data").is_dir():
+        shutil.copytree(s.folder / "data", stage / "data")
     for name in ("README.md", "report.json", "task.json", "trajectory.png"):
         if (s.folder / name).is_file():
             shutil.copy2(s.folder / name, stage / name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -171,7 +172,8 @@ def finished_run(tmp_path_factory, server):
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     m = re.search(r"^run (\S+): ", proc.stdout, re.M)
     assert m, proc.stdout
-    return home, m.group(1), proc
+    yield home, m.group(1), proc
+    shutil.rmtree(home.parent, ignore_errors=True)
 
 
 def test_run_succeeds_and_prints_where_the_model_is(finished_run):

@@ -28,6 +28,8 @@ def test_run_deploys_a_loadable_model_and_card(fake_llm):
     report = json.loads((folder / "report.json").read_text())
     assert report["validation"]["score"] > 0.8  # the fake teacher's labels are learnable
     assert open_store().get_run(res.run_id)["status"] == "complete"
+    candidates = [p.stat().st_ino for p in folder.glob("candidates/*/model.safetensors")]
+    assert (folder / "model" / "model.safetensors").stat().st_ino in candidates  # linked, not copied
     from transformers import pipeline
 
     if report["student"]["kind"] == "sequence-classifier":

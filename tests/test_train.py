@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from p2m.errors import ConfigError
@@ -110,7 +112,8 @@ def finetuned(tmp_path_factory):
     )
     folder = tmp_path_factory.mktemp("ft") / "model"
     student.save(folder)
-    return student, report, params, folder
+    yield student, report, params, folder
+    shutil.rmtree(folder.parent, ignore_errors=True)
 
 
 def test_finetune_returns_a_report_and_its_params(finetuned):

@@ -10,13 +10,43 @@ RUN/data/     the training and validation data with provenance
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from p2m.errors import ConfigError
 from p2m.tools.types import TaskSpec
 
-__all__ = ["write_run_folder", "model_card", "seq_model_card", "load_run_model", "build_demo", "serve"]
+__all__ = ["copy_model", "write_run_folder", "model_card", "seq_model_card", "load_run_model", "build_demo",
+           "serve"]  # fmt: skip
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    """Weights are hard-linked (no second copy on disk); everything else, and any failed link, is copied.
+
+    Candidates are written to fresh folders (a retrained one replaces its folder), so a linked file is
+    never rewritten in place.
+    """
+    if src.endswith(WEIGHT_SUFFIXES):
+        try:
+            os.link(src, dst)
+            return dst
+        except OSError:
+            pass
+    return shutil.copy2(src, dst)
+
+
+def copy_model(src: str | Path, dst: str | Path) -> Path:
+    """Deploy a candidate's model folder to `dst` (replaced if it exists) without doubling its disk use."""
+    dst = Path(dst)
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst, copy_function=_link_or_copy)
+    return dst
 
 
 def _table(rows: list[list[Any]], header: list[str]) -> str:
