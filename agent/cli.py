@@ -74,7 +74,7 @@ def _run_options(f: Any) -> Any:
     f = click.option(
         "--fast-student",
         is_flag=True,
-        help="Generated text, code and records: also train SmolLM2 cut to 12 of its 30 layers (≈3× faster; "
+        help="Generated text, code and records: also train SmolLM2 cut to 16 of its 30 layers (≈2× faster; "
         "for data-to-text also on the full student's checked texts for new records) and deploy it when its "
         "validation score is within 10% of the full one's. Off by default: on e2e_nlg it lost more on the "
         "test rows than on validation (bench/RESULTS.md).",

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from p2m.agent.pipeline import RunOptions, open_store, run_pipeline
+from p2m.agent.pipeline_seq import FAST_LAYERS
 from p2m.errors import ConfigError, TaskError
 from p2m.tools.generate import GenConfig
 from p2m.tools.llm import LLMConfig
@@ -127,7 +128,7 @@ def test_seq_run_resumes_without_repeating_requests(fake_llm, fake_chat, memo_st
     assert sum(r["kept"] for r in store.examples(run["id"], kept=None)) >= 8
 
 
-@pytest.mark.parametrize(("fast_forgets", "chosen"), [(False, "lora-12L"), (True, "lora")])
+@pytest.mark.parametrize(("fast_forgets", "chosen"), [(False, f"lora-{FAST_LAYERS}L"), (True, "lora")])
 def test_a_cut_down_student_is_deployed_only_when_nearly_as_good(fast_forgets, chosen, fake_llm, monkeypatch):
     import p2m.tools.train_seq as ts
 
@@ -143,13 +144,13 @@ def test_a_cut_down_student_is_deployed_only_when_nearly_as_good(fast_forgets, c
     assert layers == [0, 12]
     report = res.report
     assert report["student"]["selected"] == chosen
-    assert [c["name"] for c in report["candidates"]] == ["lora", "lora-12L"]
+    assert [c["name"] for c in report["candidates"]] == ["lora", f"lora-{FAST_LAYERS}L"]
     assert all(c["ms_per_example"] >= 0 for c in report["candidates"])
     select = [d for d in report["decisions"] if d["action"] == "select"][-1]
     assert select["args"]["name"] == chosen and ("deploy the faster" in select["reason"]) == (
         chosen != "lora"
     )
-    assert ("12 of its 30 layers" in report["student"]["base"]) == (chosen != "lora")
+    assert (f"{FAST_LAYERS} of its 30 layers" in report["student"]["base"]) == (chosen != "lora")
     # the default: one student
     layers.clear()
     run_pipeline(D2T_PROMPT, _opts(), llm=fake_llm, progress=False)
