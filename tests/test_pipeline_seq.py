@@ -141,7 +141,7 @@ def test_a_cut_down_student_is_deployed_only_when_nearly_as_good(fast_forgets, c
     monkeypatch.setattr(ts, "finetune_generator", gen)
     monkeypatch.setattr(ts, "load_seq_student", _load)
     res = run_pipeline(D2T_PROMPT, _opts(fast_student=True), llm=fake_llm, progress=False)
-    assert layers == [0, 12]
+    assert layers == [0, FAST_LAYERS]
     report = res.report
     assert report["student"]["selected"] == chosen
     assert [c["name"] for c in report["candidates"]] == ["lora", f"lora-{FAST_LAYERS}L"]
@@ -184,7 +184,7 @@ def test_the_cut_down_data_to_text_student_also_learns_from_the_full_ones_checke
     monkeypatch.setattr(ps, "DISTIL_RECORDS", 40)
     res = run_pipeline(D2T_PROMPT, _opts(fast_student=True), llm=fake_llm, progress=False)
     (full_layers, n_full, full_rows), (cut_layers, n_cut, cut_rows) = sizes
-    assert (full_layers, cut_layers) == (0, 12)
+    assert (full_layers, cut_layers) == (0, FAST_LAYERS)
     assert full_rows == cut_rows[:n_full] and n_full + 10 <= n_cut <= n_full + 40  # echoes of yes/no fail
     assert all(" is a place here." in y for _, y in cut_rows[n_full:])
     assert not {x for x, _ in cut_rows[n_full:]} & {x for x, _ in full_rows}  # new records only
