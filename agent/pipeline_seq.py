@@ -102,7 +102,6 @@ def _distil(
     records' fields and values, with new names) and its texts that pass the teacher's own check
     (`check_mentions`: every value, no other) become extra training rows for the cut-down student
     (sequence-level distillation, Kim & Rush 2016). Kept in data/distilled.jsonl."""
-    import json
     import random
 
     from p2m.tools.generate_seq import format_record, new_records
@@ -119,12 +118,7 @@ def _distil(
         for rec, x, y in zip(records, inputs, outs, strict=True)
         if check_mentions(y, rec, pools) is None
     ]
-    (r.folder / "data").mkdir(parents=True, exist_ok=True)
-    with open(r.folder / "data" / "distilled.jsonl", "w", encoding="utf-8") as f:
-        for x, y in rows:
-            f.write(
-                json.dumps({"input": x, "output": y, "source": "distilled:lora"}, ensure_ascii=False) + "\n"
-            )
+    deploy.write_data(r.folder, "distilled", rows, source="distilled:lora")
     _log(r, f"distilled {len(rows)} of {len(inputs)} new records in {time.perf_counter() - t0:.0f}s")
     return rows
 

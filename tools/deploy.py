@@ -18,7 +18,7 @@ from typing import Any
 from p2m.errors import ConfigError
 from p2m.tools.types import TaskSpec
 
-__all__ = ["copy_model", "write_run_folder", "model_card", "seq_model_card", "load_run_model", "build_demo",
+__all__ = ["copy_model", "write_data", "write_run_folder", "model_card", "seq_model_card", "load_run_model", "build_demo",
            "serve"]  # fmt: skip
 
 
@@ -225,16 +225,24 @@ teacher seconds: {cost["seconds"]:.0f}.
 """
 
 
+def write_data(folder: Path, name: str, rows: list[tuple[str, str]], source: str | None = None) -> Path:
+    """`folder/data/NAME.jsonl`: one {"input", "output"[, "source"]} object per row."""
+    path = folder / "data" / f"{name}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    extra = {"source": source} if source else {}
+    with open(path, "w", encoding="utf-8") as f:
+        for x, y in rows:
+            f.write(json.dumps({"input": x, "output": y, **extra}, ensure_ascii=False) + "\n")
+    return path
+
+
 def write_run_folder(
     folder: Path, spec: TaskSpec, report: dict[str, Any], train: list[tuple[str, str]], val: list[tuple[str, str]],
     teacher: str,
 ) -> None:  # fmt: skip
     """Write the card, the data and the task spec next to the model."""
-    (folder / "data").mkdir(parents=True, exist_ok=True)
-    for name, rows in (("train", train), ("validation", val)):
-        with open(folder / "data" / f"{name}.jsonl", "w", encoding="utf-8") as f:
-            for x, y in rows:
-                f.write(json.dumps({"input": x, "output": y}, ensure_ascii=False) + "\n")
+    write_data(folder, "train", train)
+    write_data(folder, "validation", val)
     (folder / "task.json").write_text(json.dumps(spec.to_dict(), indent=2, ensure_ascii=False))
     (folder / "README.md").write_text(model_card(spec, report, teacher), encoding="utf-8")
 

@@ -418,8 +418,9 @@ def new_records(inputs: list[str], n: int, rng: random.Random, invent: int = 64
         if len(out) >= n:
             break
         r = sample_record(fields, pools, presence, rng)
-        if format_record(r, style) not in seen:
-            seen.add(format_record(r, style))
+        key = format_record(r, style)
+        if key not in seen:
+            seen.add(key)
             out.append(r)
     return out, pools, style
 
