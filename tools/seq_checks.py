@@ -2,21 +2,17 @@
 
 Each check returns None for a row it keeps, else the reason it drops it (stored with the row):
 QA answers must be verbatim spans of their passage and questions must not give the answer away;
-code must parse (ast), stay on one line where the task asks for one-liners, and run when running
-it is cheap and safe; data-to-text must mention every value of its record and no other record's.
+code must parse (ast), stay on one line where the task asks for one-liners, pass the sandbox's policy
+and run cleanly in it (tools/sandbox.py) when it is closed; data-to-text must mention every value of its record and no other record's.
 """
 
 from __future__ import annotations
 
 import ast
-import builtins
-import os
 import re
-import subprocess
-import sys
-import tempfile
 
 from p2m.tools.qa_templates import object_spans
+from p2m.tools.sandbox import SAFE_BUILTINS, SAFE_MODULES, policy_refusal, run_untrusted
 
 __all__ = [
     "norm",
@@ -181,11 +177,6 @@ def check_question(question: str | None, answer: str, passage: str) -> str | Non
 
 # text to code --------------------------------------------------------------------------------------
 
-_SAFE_MODULES = {"math", "re", "string", "itertools", "collections", "json", "datetime", "statistics", "functools",
-                 "operator", "random", "textwrap", "fractions", "decimal", "heapq", "bisect", "calendar"}  # fmt: skip
-_UNSAFE_NAMES = {"open", "exec", "eval", "compile", "__import__", "input", "globals", "locals", "vars", "getattr",
-                 "setattr", "delattr", "breakpoint", "exit", "quit", "help", "memoryview"}  # fmt: skip
-
 
 def clean_code(code: object) -> str | None:
     """A generated snippet without fences, an "Output:" prefix or trailing spaces; None when not a string."""
@@ -246,36 +237,25 @@ def _free_names(tree: ast.AST) -> set[str]:
             stored.add(node.arg)
         elif isinstance(node, ast.FunctionDef | ast.Lambda | ast.ClassDef) and hasattr(node, "name"):
             stored.add(node.name)
-    return loaded - stored - set(dir(builtins))
+    return loaded - stored
 
 
-def _safe_to_run(tree: ast.AST) -> bool:
-    """Only safe modules, no file/eval/introspection builtins, no dunder attributes, no loops that may not end."""
+def _runnable(tree: ast.AST) -> bool:
+    """Whether the sandbox can run the snippet: it reads no name it does not define but the sandbox's
+    builtins and imports only the sandbox's modules. Others (`open`, `os`, a free `xs`) are kept unrun."""
     for node in ast.walk(tree):
         if isinstance(node, ast.Import | ast.ImportFrom):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            if any(n.split(".")[0] not in _SAFE_MODULES for n in names):
+            if node.__dict__.get("level") or any(n not in SAFE_MODULES for n in names):
                 return False
-        elif isinstance(node, ast.Name) and node.id in _UNSAFE_NAMES:
-            return False
-        elif isinstance(node, ast.Attribute) and node.attr.startswith("__"):
-            return False
-        elif isinstance(node, ast.While):
-            return False
-    return True
+    return _free_names(tree) <= SAFE_BUILTINS
 
 
 def run_snippet(code: str, timeout: float = 3.0) -> str | None:
-    """Run `code` in a fresh, isolated Python (empty environment, temporary folder); None if it ran cleanly."""
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            done = subprocess.run(
-                [sys.executable, "-I", "-S", "-c", code], cwd=tmp, capture_output=True, timeout=timeout,
-                env={"PATH": os.environ.get("PATH", "")}, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-        except subprocess.TimeoutExpired:
-            return "timeout"
-    return None if done.returncode == 0 else "runtime_error"
+    """Run `code` in the sandbox (tools/sandbox.py); None if it ran cleanly, else the reason's first word
+    ("refused", "timeout", "memory_limit", "runtime_error", "crashed"), short enough to group rows by."""
+    reason = run_untrusted(code, timeout)
+    return None if reason is None else reason.split(":")[0]
 
 
 def check_code(
@@ -284,7 +264,9 @@ def check_code(
     """(None, ran) for a usable snippet, else (reason, False).
 
     The snippet must parse, be one line when `one_line`, do something (not a bare name or constant), not
-    repeat the request and share a word with it (see `_about`); it is run (see `run_snippet`) when it has no free names and uses only safe modules.
+    repeat the request and share a word with it (see `_about`). When `run`, it must pass the sandbox's
+    compile policy ("refused": underscore names and attributes, exec/eval — run or not) and is run in the
+    sandbox (see `run_snippet`) when `_runnable`.
     """
     if not code:
         return "invalid_json", False
@@ -300,7 +282,9 @@ def check_code(
         return "repeats_request", False
     if request and not _about(code, request):
         return "code_not_about_request", False
-    if run and not _free_names(tree) and _safe_to_run(tree):
+    if run and policy_refusal(code):
+        return "refused", False
+    if run and _runnable(tree):
         reason = run_snippet(code)
         return reason, reason is None
     return None, False
