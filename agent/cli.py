@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from p2m.agent.cli_chat import register as register_chat_commands
+from p2m.agent.cli_parse import register as register_parse_commands
 from p2m.agent.cli_runs import register as register_run_commands
 from p2m.agent.cli_search import register as register_search_commands
 from p2m.errors import P2MError, RunInterrupted
@@ -357,6 +358,7 @@ def bench(task_dir: str, out_file: str, limit: int, no_ceiling: bool, no_teacher
 
 register_search_commands(cli)
 register_run_commands(cli)
+register_parse_commands(cli)
 register_chat_commands(cli, _run_options, _options)
 
 

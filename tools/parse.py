@@ -1,20 +1,40 @@
 """Prompt → TaskSpec.
 
-The embedded 135M teacher is unreliable at reading a task, so the spec is built from deterministic
-extraction (demonstrations, the label list in the prose, task-type keywords) and the LLM's
-structured answer only fills gaps, and only with words that actually occur in the prompt.
+The reading is deterministic first: demonstrations (`Input:/Output:`, `Passage:/Question:/Answer:`,
+`text -> label`), label lists in any common shape (tools/parse_labels.py) and weighted task-type cues
+(tools/parse_cues.py). When that reading is unsure (a weak or no cue, two types close, labels the
+demonstrations contradict, a classification cue without labels, QA without passages), the teacher's
+structured reading is one more signal: its labels count only when they occur in the prompt, its task type
+only where the prompt gives that type some evidence. A refusal is the last resort and says what was read.
 """
 
 from __future__ import annotations
 
+import collections
+import json
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from p2m.errors import TaskError
+from p2m.tools.parse_cues import (
+    PASSAGE_WORDS,
+    class_cue,
+    code_language,
+    decide,
+    parses_as_python,
+    qa_input,
+    qa_parts,
+    record_fields,
+    type_evidence,
+)
+from p2m.tools.parse_labels import demo_label_set, describe, find_label_lists, label_lists
 from p2m.tools.prompts import load_prompt
 from p2m.tools.types import TASK_TYPES, TaskSpec, default_metric
 
 __all__ = [
+    "Reading",
+    "read_task",
     "parse_task",
     "split_demonstrations",
     "find_label_lists",
@@ -27,25 +47,22 @@ __all__ = [
     "record_fields",
 ]
 
-_IN_KEYS = r"input|text|review|sentence|tweet|ticket|message|article|question|q|passage|context|paragraph|query|request|record|data|example|email|comment|headline|document|source|mr"
-_OUT_KEYS = r"output|label|answer|a|sentiment|category|topic|class|target|intent|response|code|summary|result|description|sql"
+_IN_KEYS = (
+    r"input|text|review|sentence|tweet|ticket|message|article|question|q|passage|context|paragraph|query|request|"
+    r"record|data|example|email|comment|headline|document|source|mr|claim|statement|post|title|description|"
+    r"instruction|snippet|texto|entrada|texte|entrée|eingabe|frase|satz|phrase"
+)
+_OUT_KEYS = (
+    r"output|label|answer|a|sentiment|category|topic|class|target|intent|response|code|summary|result|description|"
+    r"sql|python|emotion|mood|tone|priority|verdict|tag|reply|translation|salida|etiqueta|sortie|étiquette|"
+    r"ausgabe|kategorie|categoría|catégorie|respuesta|réponse|antwort"
+)
 _PAIR = re.compile(
     rf"^[ \t]*(?:[-*]\s*)?(?:{_IN_KEYS})\s*[:=]\s*(?P<inp>.+?)\s*\n[ \t]*(?:{_OUT_KEYS})\s*[:=][ \t]*(?P<out>[^\n]*)",
     re.IGNORECASE | re.MULTILINE | re.DOTALL,
 )
 _ARROW = re.compile(
     r"^[ \t]*(?:[-*]\s*)?\"?(?P<inp>[^\n]+?)\"?\s*(?:->|=>|→)\s*\"?(?P<out>[^\n\"]+?)\"?\s*$", re.MULTILINE
-)
-_STOP = set(
-    "a an the this that these those it its is are be of to in on for with by as and or not no one any all "
-    "each only word words your you please answer output label labels text input which what whether".split()
-)
-_WORD = r"[A-Za-z][\w'\-]*"
-_QUOTED = r"[\"'“‘`]([^\"'”’`\n]{1,40})[\"'”’`]"
-_LIST = re.compile(rf"\b({_WORD})((?:\s*,\s*{_WORD})*)\s*,?\s+(?:or|and|/)\s+({_WORD})")
-_QLIST = re.compile(rf"{_QUOTED}((?:\s*,\s*{_QUOTED})*)\s*,?\s+(?:or|and)\s+{_QUOTED}")
-_TRIGGER = re.compile(
-    r"(?:\bas|\binto|\bis|:|\beither|\bbetween|\bof|\blabels?|\bclasses|\bcategories|\bwhether)\s*$", re.I
 )
 _KIND = re.compile(
     r"\b(?:this|each|the|a|an|every|given|these|customer|user|classify|categori[sz]e|label|tag|sort)\s+((?:[a-z][\w\-]*\s+){0,3}?"
@@ -54,24 +71,65 @@ _KIND = re.compile(
     r"descriptions?|titles?|snippets?|paragraphs?|statements?|claims?|meaning representations?))\b",
     re.I,
 )
-_TYPE_CUES: list[tuple[str, re.Pattern]] = [
-    ("extractive_qa", re.compile(r"\b(passage|context|paragraph)\b.*\bquestions?\b|\bquestions?\b.*\b(passage|context|paragraph)\b", re.I | re.S)),
-    ("text_to_code", re.compile(r"\b(python|code|snippet|sql|bash|javascript|function|program|regex)\b", re.I)),
-    ("data_to_text", re.compile(r"\b(meaning representation|record|table|attributes?|fields?|structured data|key[- ]value)\b", re.I)),
-    ("classification", re.compile(r"\b(classify|categori[sz]e|label|tag|detect|decide whether|is it|sentiment|topic|intent|spam)\b", re.I)),
-]  # fmt: skip
 _TASK_VERBS = re.compile(
     r"\b(classify|categori[sz]e|label|tag|detect|decide|determine|identify|answer|write|generate|summari[sz]e|"
-    r"translate|extract|convert|turn|rewrite|describe|predict|sort|rate|tell|explain|produce|create|map|paraphrase)\b",
+    r"translate|extract|convert|turn|rewrite|describe|predict|sort|rate|tell|explain|produce|create|map|paraphrase|"
+    r"pick|choose|select|flag|mark|assign|route|continue|simplify|draft|compose|implement|complete|correct|fix|"
+    r"shorten|give|find|highlight|copy|return|output|reply|verbali[sz]e|make|clasifica|classez|ordne)\b",
     re.I,
 )
 
 
+_KEYED = re.compile(r"^[ \t]*([A-Za-z][\w ]{0,20}?)[ \t]*:[ \t]*(\S.*?)[ \t]*$")
+
+
+def _keyed_pairs(prompt: str) -> list[tuple[int, int, str, str]]:
+    """Demonstrations under any two keys that alternate at least twice ("sentence: …" / "language: …")."""
+    lines = prompt.split("\n")
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line) + 1)
+    found = []
+    for i in range(len(lines) - 1):
+        a, b = _KEYED.match(lines[i]), _KEYED.match(lines[i + 1])
+        if a and b and a[1].lower() != b[1].lower():
+            found.append((i, (a[1].lower(), b[1].lower()), a[2], b[2]))
+    keys = collections.Counter(k for _, k, _, _ in found).most_common(1)
+    if not keys or keys[0][1] < 2:
+        return []
+    return [(starts[i], starts[i + 1] + len(lines[i + 1]), x, y) for i, k, x, y in found if k == keys[0][0]]
+
+
+def _json_pairs(prompt: str) -> list[tuple[int, int, str, str]]:
+    """Demonstrations as JSON lines: {"text": …, "label": …} (the output is an output-like key, else the last)."""
+    found = []
+    for m in re.finditer(r"^[ \t]*(\{.*\})[ \t]*$", prompt, re.M):
+        try:
+            row = json.loads(m.group(1))
+        except json.JSONDecodeError:
+            continue
+        keys = (
+            [k for k, v in row.items() if isinstance(v, str | int | float)] if isinstance(row, dict) else []
+        )
+        if len(keys) < 2:
+            continue
+        out = next((k for k in keys if re.fullmatch(_OUT_KEYS, k, re.I)), keys[-1])
+        inp = next(
+            (k for k in keys if k != out and re.fullmatch(_IN_KEYS, k, re.I)),
+            next(k for k in keys if k != out),
+        )
+        found.append((m.start(), m.end(), str(row[inp]), str(row[out])))
+    return found
+
+
 def split_demonstrations(prompt: str) -> tuple[str, list[tuple[str, str]]]:
     """Split a prompt into its instruction and its (input, output) demonstrations."""
+    prompt = prompt.replace("\r\n", "\n").replace("\r", "\n")
     pairs = [(m.start(), m.end(), m["inp"].strip(), m["out"].strip()) for m in _PAIR.finditer(prompt)]
     if not pairs:
         pairs = [(m.start(), m.end(), m["inp"].strip(), m["out"].strip()) for m in _ARROW.finditer(prompt)]
+    if not pairs:
+        pairs = _json_pairs(prompt) or _keyed_pairs(prompt)
     demos = [(i, o) for _, _, i, o in pairs if i and o]
     instruction = prompt[: pairs[0][0]] if pairs else prompt
     # Drop a trailing "Examples:" header the demonstrations hung from.
@@ -80,139 +138,98 @@ def split_demonstrations(prompt: str) -> tuple[str, list[tuple[str, str]]]:
     )
     if pairs:  # prose after the last demonstration belongs to the instruction too
         instruction = (instruction.strip() + "\n" + prompt[pairs[-1][1] :].strip()).strip()
+    instruction = "\n".join(" ".join(line.split()) for line in instruction.split("\n"))
     return instruction.strip(), demos
 
 
-def find_label_lists(text: str) -> list[list[str]]:
-    """Candidate label lists written in prose ("as billing, bug or other"), best first.
+@dataclass
+class _Labels:
+    labels: list[str] = field(default_factory=list)
+    weight: int = 0  # how strongly they point to classification (see parse_cues)
+    why: str = ""
+    unsure: list[str] = field(default_factory=list)
 
-    Quoted lists come first, then lists that follow a trigger word ("as", "into", ":", "whether … is").
-    """
-    found: list[tuple[int, list[str]]] = []
-    for m in _QLIST.finditer(text):
-        items = [m.group(1)] + re.findall(_QUOTED, m.group(2) or "") + [m.group(m.lastindex)]
-        found.append((0, [i.strip() for i in items]))
-    for m in _LIST.finditer(text):
-        items = [m.group(1)] + re.findall(_WORD, m.group(2) or "") + [m.group(3)]
-        if any(i.lower() in _STOP for i in items):
-            continue
-        rank = 1 if _TRIGGER.search(text[max(0, m.start() - 40) : m.start()]) else 2
-        found.append((rank, items))
-    out: list[list[str]] = []
-    for _, items in sorted(found, key=lambda f: (f[0], -len(f[1]))):
-        dedup = list(dict.fromkeys(items))
-        if len(dedup) >= 2 and dedup not in out:
-            out.append(dedup)
-    return out
+
+def _find_labels(instruction: str, demos: list[tuple[str, str]]) -> _Labels:
+    """The label set: a prose list that covers the demonstrations, the demonstrations' own repeating
+    outputs, or the best list in the prose (an explicit one, or any list when a classification cue asks)."""
+    lists = label_lists(instruction)
+    outs = [o for _, o in demos]
+    distinct = {o.lower() for o in outs}
+    cue = class_cue(instruction)
+    for cand in lists:
+        if demos and distinct <= {c.lower() for c in cand.items}:
+            return _Labels(list(cand.items), 4, f"{describe(cand)}, covering the demonstrations' outputs")
+    from_demos = demo_label_set(outs, cued=bool(cue))
+    best = next((c for c in lists if c.explicit), None) or (lists[0] if lists and cue else None)
+    if from_demos and best and len(from_demos) < len(outs):  # both: the list plus what the demos add
+        extra = [o for o in from_demos if o.lower() not in {c.lower() for c in best.items}]
+        note = f"the demonstrations use labels not in the {describe(best)}: {', '.join(extra)}"
+        return _Labels(list(best.items) + extra, 3, "the listed labels and the demonstrations'", [note])
+    if from_demos and len(from_demos) < len(outs):
+        return _Labels(from_demos, 4, "the demonstrations' outputs repeat within a small set")
+    if best is not None:
+        unsure = []
+        if demos and not distinct <= {c.lower() for c in best.items}:
+            unsure.append(f"the demonstrations' outputs are not all in the {describe(best)}")
+        weight = 3 if best.explicit else 2
+        return _Labels(list(best.items), weight, describe(best), unsure)
+    if from_demos:
+        return _Labels(
+            from_demos, 2, "the short demonstrated outputs", ["labels only from distinct demonstrations"]
+        )
+    return _Labels()
 
 
 def detect_task_type(instruction: str, demos: list[tuple[str, str]], labels: list[str]) -> str:
-    """The task type from the label set, the demonstrations and keyword cues."""
-    lowered = {label.lower() for label in labels}
-    outs = [o.lower() for _, o in demos]
-    if len(labels) >= 2 and all(o in lowered for o in outs):
-        return "classification"
-    if demos and all(qa_parts(i) for i, _ in demos):  # the demonstrations show passage + question
-        return "extractive_qa"
-    code = _TYPE_CUES[1][1].search(instruction)
-    if not code and demos and all(len(record_fields(i)) >= 2 for i, _ in demos):  # key[value] records
-        return "data_to_text"
-    for task_type, cue in _TYPE_CUES:
-        if cue.search(instruction):
-            if task_type == "classification" and len(labels) < 2:
-                continue
-            return task_type
-    if _CLOSED_QA.search(instruction):  # answering questions: extractive QA, which needs passages
-        return "extractive_qa"
-    return "text_generation"
+    """The task type from the instruction, the demonstrations and a given label set."""
+    ev = type_evidence(instruction, demos, labels, 3 if len(labels) >= 2 else 0, "the given labels")
+    return decide(ev, len(labels) >= 2)[0]
 
 
-_QA_SPLIT = re.compile(
-    r"^\s*(?:passage|context|paragraph|text|article)?\s*[:=]?\s*(?P<p>.+?)\s*\n\s*(?:question|q)\s*[:=]\s*(?P<q>.+?)\s*$",
-    re.I | re.S,
-)
-_CLOSED_QA = re.compile(r"\banswer\b.{0,40}\bquestions?\b|\bquestions?\b.{0,40}\banswers?\b", re.I | re.S)
-_PASSAGE_WORDS = re.compile(
-    r"\b(passages?|context|paragraphs?|texts?|articles?|documents?|snippets?|excerpts?)\b", re.I
-)
-_RECORD_BRACKET = re.compile(r"([A-Za-z][\w ]{0,30}?)\s*\[([^\]]*)\]")
-_RECORD_COLON = re.compile(r"(?:^|[,;|\n])\s*([A-Za-z][\w ]{0,30}?)\s*[:=]\s*([^,;|\n]+)")
-# Languages other than Python that a code prompt may name; p2m writes (and checks) Python only.
-_OTHER_LANGS = re.compile(
-    r"\b(sql|bash|shell script|powershell|javascript|typescript|java|c\+\+|c#|golang|rust|ruby|php|kotlin|swift|"
-    r"scala|perl|haskell|matlab|html|css|regex(?:es)?|regular expressions?)(?![\w+#])",
-    re.I,
-)
+def _doubts(task_type: str, demos: list[tuple[str, str]], prompt: str) -> list[str]:
+    """What makes a QA or code reading unsure: cues the demonstrations do not back, or no passages."""
+    if task_type == "extractive_qa":
+        if demos and not all(qa_parts(i) for i, _ in demos):
+            return ["read as extractive QA but the demonstrations show no passage"]
+        if not demos and not PASSAGE_WORDS.search(prompt):
+            return ["read as extractive QA but the prompt names no passage to answer from"]
+    if task_type == "text_to_code" and demos and not all(parses_as_python(o) for _, o in demos):
+        return ["read as code but the demonstrations' outputs are not Python"]
+    return []
 
 
-def qa_input(passage: str, question: str) -> str:
-    """The input string of one extractive-QA example: `"Passage: …\nQuestion: …"`."""
-    return f"Passage: {passage.strip()}\nQuestion: {question.strip()}"
-
-
-def qa_parts(text: str) -> tuple[str, str] | None:
-    """(passage, question) of a QA input ("Passage: …\nQuestion: …", the "Passage:" tag optional), or None."""
-    m = _QA_SPLIT.match(text or "")
-    if not m or len(m["p"].split()) < 3:
-        return None
-    return m["p"].strip(), m["q"].strip()
-
-
-def record_fields(text: str) -> list[tuple[str, str]]:
-    """The (field, value) pairs of a structured record: `name[Blue Spice], area[riverside]` or `name: X, area: Y`."""
-    pairs = [(k.strip(), v.strip()) for k, v in _RECORD_BRACKET.findall(text or "")]
-    if len(pairs) < 2:
-        pairs = [(k.strip(), v.strip()) for k, v in _RECORD_COLON.findall(text or "")]
-    return [(k, v) for k, v in pairs if k and v]
-
-
-def code_language(text: str) -> str | None:
-    """The first programming language other than Python that `text` names, or None."""
-    if re.search(r"\bpython\b", text, re.I):
-        return None
-    m = _OTHER_LANGS.search(text)
-    return m.group(1) if m else None
-
-
-def _parses_as_python(code: str) -> bool:
-    import ast
-
-    try:
-        ast.parse(code)
-    except (SyntaxError, ValueError):
-        return False
-    return True
-
-
-def check_supported(spec: TaskSpec, prompt: str = "") -> None:
-    """Refuse, with one line that says what to change, a task p2m cannot build a model for.
+def check_supported(spec: TaskSpec, prompt: str = "", why: str = "") -> None:
+    """Refuse, with one line that says what was read and what to change, a task p2m cannot build.
 
     Raises:
         TaskError: a QA task without passages to answer from, or a code task in a language other than Python.
     """
     text = prompt or spec.instruction
+    read = f" ({why})" if why else ""
     if spec.task_type == "extractive_qa":
         if spec.demonstrations and not all(qa_parts(i) for i, _ in spec.demonstrations):
             raise TaskError(
-                "this QA prompt's examples have no passage: p2m answers questions from a given passage; write each"
-                " example as 'Passage: … / Question: … / Answer: <a span of the passage>'"
+                f"read as extractive QA{read} but its examples have no passage: p2m answers questions from a given"
+                " passage; write each example as 'Passage: … / Question: … / Answer: <a span of the passage>'"
             )
-        if not spec.demonstrations and not _PASSAGE_WORDS.search(text):
+        if not spec.demonstrations and not PASSAGE_WORDS.search(text):
             raise TaskError(
-                "this QA prompt gives no passages: p2m builds extractive QA (the answer is a span of a passage);"
-                " say 'Answer the question from the passage' and add 'Passage: … / Question: … / Answer: …' examples"
+                f"read as extractive QA{read} but the prompt has no passages: p2m builds extractive QA (the answer"
+                " is a span of a passage); say 'Answer the question from the passage' and add"
+                " 'Passage: … / Question: … / Answer: …' examples"
             )
     if spec.task_type == "text_to_code":
         lang = code_language(text)
         if (
             lang is None
             and spec.demonstrations
-            and not any(_parses_as_python(o) for _, o in spec.demonstrations)
+            and not any(parses_as_python(o) for _, o in spec.demonstrations)
         ):
             lang = "a language other than Python (the examples' outputs do not parse as Python)"
         if lang:
             raise TaskError(
-                f"this code prompt asks for {lang}; p2m writes and checks Python code only: ask for Python"
+                f"read as text-to-code{read}, in {lang}; p2m writes and checks Python code only: ask for Python"
                 " ('Write a one-line Python snippet for the request')"
             )
 
@@ -245,56 +262,78 @@ def _llm_hints(llm: Any, prompt: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def parse_task(prompt: str, llm: Any | None = None) -> TaskSpec:
-    """Turn a plain-language prompt into a validated TaskSpec.
+def _grounded(words: Any, prompt: str) -> list[str]:
+    """The teacher's labels that occur in the prompt, spelled as the prompt spells them."""
+    out: dict[str, str] = {}
+    for w in words if isinstance(words, list) else []:
+        w = w.strip() if isinstance(w, str) else ""
+        m = re.search(rf"(?<!\w){re.escape(w)}(?!\w)", prompt, re.I) if w else None
+        if m:
+            out.setdefault(m.group(0).lower(), m.group(0))
+    return list(out.values())
 
-    Args:
-        prompt: instruction plus optional demonstrations ("Input: … / Output: …" or "… -> label").
-        llm: an LLMClient; its structured reading fills gaps the deterministic reading leaves.
+
+@dataclass
+class Reading:
+    """How p2m read a prompt.
+
+    Attributes:
+        spec: the TaskSpec.
+        why: the evidence for its task type.
+        unsure: why the deterministic reading was unsure (empty: it was sure; the teacher is not asked).
+        teacher: the teacher's structured reply when it was asked ({} when unusable), else None.
+        teacher_used: what the teacher's reply changed ("labels", "task type"), if anything.
+    """
+
+    spec: TaskSpec
+    why: str
+    unsure: list[str] = field(default_factory=list)
+    teacher: dict[str, Any] | None = None
+    teacher_used: list[str] = field(default_factory=list)
+
+
+def read_task(prompt: str, llm: Any | None = None) -> Reading:
+    """Read a prompt into a TaskSpec, saying why and how sure; the teacher (`llm`) is asked only when unsure.
 
     Raises:
         TaskError: the prompt is empty or no task can be found in it, or the task is one p2m cannot build
-            (`check_supported`); the message says what to add or change.
+            (`check_supported`); the message says what was read and what to add or change.
     """
-    prompt = (prompt or "").strip()
+    prompt = (prompt or "").replace("\r\n", "\n").replace("\r", "\n").strip()
     if not prompt:
         raise TaskError(
             "the prompt is empty; describe the task, e.g. 'Classify support tickets as billing, bug or other.'"
         )
     instruction, demos = split_demonstrations(prompt)
-    lists = find_label_lists(instruction)
-    demo_outs = list(dict.fromkeys(o for _, o in demos))
-    labels: list[str] = []
-    for cand in lists:  # the first prose list that covers every demonstrated output
-        if all(o.lower() in {c.lower() for c in cand} for o in demo_outs):
-            labels = cand
-            break
-    if not labels and demos and len(demo_outs) >= 2 and all(len(o.split()) <= 3 for o in demo_outs):
-        if len(demo_outs) < len(demos):  # outputs repeat: a label set, not free text
-            labels = demo_outs
-    hints = _llm_hints(llm, prompt) if llm is not None else {}
-    if len(labels) < 2 and hints.get("labels"):
-        grounded = [
-            x.strip()
-            for x in hints["labels"]
-            if x.strip() and re.search(rf"\b{re.escape(x.strip())}\b", prompt, re.I)
-        ]
-        if len(set(map(str.lower, grounded))) >= 2:
-            labels = list(dict.fromkeys(grounded))
-    task_type = detect_task_type(instruction, demos, labels)
-    if (
-        task_type == "text_generation"
-        and hints.get("task_type") in TASK_TYPES
-        and hints["task_type"] != "classification"
-    ):
-        task_type = hints["task_type"]
+    found = _find_labels(instruction, demos)
+    labels = found.labels
+    ev = type_evidence(instruction, demos, labels, found.weight, found.why)
+    task_type, unsure = decide(ev, len(labels) >= 2)
+    unsure += (found.unsure if task_type == "classification" else []) + _doubts(task_type, demos, prompt)
+    hints: dict[str, Any] | None = None
+    used: list[str] = []
+    if llm is not None and unsure:
+        hints = _llm_hints(llm, prompt)
+        grounded = _grounded(hints.get("labels"), prompt)
+        if len(grounded) >= 2 and (len(labels) < 2 or found.unsure) and grounded != labels:
+            labels, used = grounded, ["labels"]
+            ev = type_evidence(instruction, demos, labels, 2, "the teacher's labels, found in the prompt")
+        hinted, top = hints.get("task_type"), max(ev.scores.values())
+        if hinted in TASK_TYPES and (hinted != "classification" or len(labels) >= 2):
+            if top == 0 or ev.scores[hinted] >= 1:  # the teacher picks only among types the prompt supports
+                ev.add(hinted, 2, f"the teacher read it as {hinted}")
+        new_type = decide(ev, len(labels) >= 2)[0]
+        used += ["task type"] if new_type != task_type else []
+        task_type = new_type
     if task_type != "classification":
         labels = []
-    if not demos and not labels and (len(instruction.split()) < 3 or not _TASK_VERBS.search(instruction)):
-        raise TaskError(
-            "could not find a task in the prompt: say what the model should do and, for classification, list"
-            " the labels ('Classify support tickets as billing, bug or other'), or add 'Input: … / Output: …' examples"
-        )
+    if not demos and not labels and max(ev.scores.values()) == 0:
+        if len(instruction.split()) < 3 or not _TASK_VERBS.search(instruction):
+            raise TaskError(
+                "could not find a task in the prompt (no task verb, label list or examples): say what the model"
+                " should do and, for classification, list the labels ('Classify support tickets as billing, bug"
+                " or other'), or add 'Input: … / Output: …' examples"
+            )
     if task_type == "extractive_qa":  # demonstrations in the one QA input format
         demos = [(qa_input(*qa_parts(i)), o) if qa_parts(i) else (i, o) for i, o in demos]
     if task_type == "classification":
@@ -309,5 +348,19 @@ def parse_task(prompt: str, llm: Any | None = None) -> TaskSpec:
         metric=default_metric(task_type),
         input_kind=input_kind_of(instruction),
     )
-    check_supported(spec, prompt)
-    return spec
+    why = "; ".join(ev.reasons[task_type]) or "no cue for any task type: text generation is the fallback"
+    check_supported(spec, prompt, why)
+    return Reading(spec, why, unsure, hints, used)
+
+
+def parse_task(prompt: str, llm: Any | None = None) -> TaskSpec:
+    """Turn a plain-language prompt into a validated TaskSpec (`read_task` without the explanation).
+
+    Args:
+        prompt: instruction plus optional demonstrations ("Input: … / Output: …" or "… -> label").
+        llm: an LLMClient; its structured reading is one more signal where the deterministic one is unsure.
+
+    Raises:
+        TaskError: see `read_task`.
+    """
+    return read_task(prompt, llm).spec
