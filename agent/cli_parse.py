@@ -141,7 +141,12 @@ def _attempt(prompt: str, llm: Any) -> dict[str, Any]:
     calls = llm.ledger.calls if llm is not None else 0
     try:
         r = read_task(prompt, llm)
-        got = {"task_type": r.spec.task_type, "labels": r.spec.labels, "unsure": r.unsure}
+        got = {
+            "task_type": r.spec.task_type,
+            "labels": r.spec.labels,
+            "unsure": r.unsure,
+            "teacher": r.teacher,
+        }
     except TaskError as e:
         got = {"task_type": None, "labels": [], "refused": str(e)}
     got["asked_teacher"] = llm is not None and llm.ledger.calls > calls

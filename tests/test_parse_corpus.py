@@ -125,9 +125,22 @@ def test_unsure_reading_asks_the_teacher_once_and_takes_grounded_labels(fake_llm
 
 def test_teacher_type_fills_a_fallback_reading(fake_llm, fake_chat):
     _hint(fake_chat, [], task_type="data_to_text")
-    reading = read_task("Handle every item the way the team likes.", fake_llm)
+    reading = read_task("Map every item the way the team likes.", fake_llm)
     assert reading.spec.task_type == "data_to_text"
     assert "the teacher read it as data_to_text" in reading.why
+
+
+def test_the_teacher_alone_does_not_make_a_task(fake_llm, fake_chat):
+    _hint(fake_chat, [], task_type="text_generation")
+    with pytest.raises(TaskError, match="could not find a task"):
+        read_task("hi, how are you?", fake_llm)
+    assert len(fake_chat.history) == 1
+
+
+def test_question_and_answer_demonstrations_without_passages_stay_refused(fake_llm, fake_chat):
+    _hint(fake_chat, [], task_type="text_generation")
+    with pytest.raises(TaskError, match="examples have no passage"):
+        read_task("Answer the question.\nQuestion: Who wrote Emma?\nAnswer: Jane Austen", fake_llm)
 
 
 def test_teacher_type_without_support_in_the_prompt_is_ignored(fake_llm, fake_chat):

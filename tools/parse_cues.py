@@ -236,7 +236,8 @@ def type_evidence(
     if demos and all(looks_like_code(o) for o in outs):
         ev.add("text_to_code", 4, "the demonstrations' outputs are code")
     elif demos and not qa_demos and label_weight < 4 and not any(len(record_fields(i)) >= 2 for i in ins):
-        ev.add("text_generation", 1, "the demonstrations' outputs are free text")
+        if not all(i.rstrip().endswith("?") for i in ins):  # answers to questions are not free text
+            ev.add("text_generation", 1, "the demonstrations' outputs are free text")
     _best(ev, "extractive_qa", [
         (3, "'{}'", _QA_NAMED.search(text)),
         (2, "a passage and a question ('{}')", _QA_PAIR.search(text) and PASSAGE_WORDS.search(text)),
