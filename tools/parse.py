@@ -75,7 +75,8 @@ _TASK_VERBS = re.compile(
     r"\b(classify|categori[sz]e|label|tag|detect|decide|determine|identify|answer|write|generate|summari[sz]e|"
     r"translate|extract|convert|turn|rewrite|describe|predict|sort|rate|tell|explain|produce|create|map|paraphrase|"
     r"pick|choose|select|flag|mark|assign|route|continue|simplify|draft|compose|implement|complete|correct|fix|"
-    r"shorten|give|find|highlight|copy|return|output|reply|verbali[sz]e|make|clasifica|classez|ordne)\b",
+    r"shorten|give|find|highlight|copy|return|output|reply|verbali[sz]e|make|clasifica|classez|ordne|d[ée]cide[rz]?|"
+    r"determina|indique[rz]?|indica|entscheide\w*|[ée]tiquet\w*|etiquet\w*|traduce|traduis|übersetze|r[ée]sum\w*)\b",
     re.I,
 )
 

@@ -35,13 +35,16 @@ _CLASS_NOUN = (
     r"polarity|genre|department|team|queue|urgency|severity|tense|rating|score|verdict"
 )
 _CLASS_VERB = re.compile(
-    r"\b(?:classif(?:y|ies|ied|ication)|categori[sz]e|label|tag|sort|assign|detect|flag|mark|rate|grade|route|"
-    r"triage|bucket|(?:put|place|file|group)\b[^.\n]{0,40}\binto\b|(?:decide|determine|identify|predict|tell(?: me)?|judge|check|say|indicate)\s+(?:whether|if)|"
+    r"\b(?:classif(?:y|ies|ied|ication)|categori[sz]e|triage|"
+    # verbs that are also nouns ("a museum label") count with an object after them
+    r"(?:label|tag|sort|assign|detect|flag|mark|rate|grade|route|bucket)(?:s|d|ed|ged|ging|ing)?\s+(?:each|every|the|this|these|those|all|it|"
+    r"them|a|an|its|their|how|whether|if|incoming|user|customer|\w+s)\b|(?:put|place|file|group)\b[^.\n]{0,40}\binto\b|(?:decide|determine|identify|predict|tell(?: me)?|judge|check|say|indicate)\s+(?:whether|if)|"
     rf"which\s+(?:one|of|{_CLASS_NOUN})\b|what\s+(?:is|are)\s+the\s+(?:\w+\s+)?(?:{_CLASS_NOUN})|what\s+(?:{_CLASS_NOUN})|"
     rf"(?:identify|detect|predict|determine|give|output|return|name|find|pick|choose)\s+(?:the|its|their)\s+(?:\w+\s+)?"
     rf"(?:{_CLASS_NOUN})\b|(?:pick|choose|select)\s+(?:one|from|between|among)|"
     r"clasific\w*|categoriz\w*|class(?:e|ez|er)\b|classifie[rz]?|cat[ée]goris\w*|klassifizier\w*|kategorisier\w*|"
-    r"ordne\b|einordnen|zuordnen)",
+    r"ordne\b|einordnen|zuordnen|d[ée]cide[rz]?\s+si|determina\s+si|indique[rz]?\s+si|indica\s+si|entscheide\w*\s+ob|"
+    r"[ée]tiquet\w*|etiquet\w*)",
     _I,
 )
 _YES_NO_QUESTION = re.compile(
@@ -51,7 +54,8 @@ _YES_NO_QUESTION = re.compile(
 )
 _PASSAGE = (
     r"passages?|context|paragraphs?|texts?|articles?|documents?|excerpts?|snippets?|contracts?|pages?|manuals?|"
-    r"polic(?:y|ies)|e-?mails?|stor(?:y|ies)|biograph(?:y|ies)|reports?|transcripts?|wiki(?:pedia)? entr(?:y|ies)"
+    r"polic(?:y|ies)|e-?mails?|stor(?:y|ies)|biograph(?:y|ies)|reports?|transcripts?|entr(?:y|ies)|faqs?|chapters?|"
+    r"sections?|abstracts?|knowledge base|wiki(?:pedia)?"
 )
 PASSAGE_WORDS = re.compile(rf"\b(?:{_PASSAGE})\b", _I)
 _QA_PAIR = re.compile(
@@ -83,7 +87,8 @@ _MAKE = (
 _CODE_VERB = re.compile(rf"\b(?:{_MAKE})\b", _I)
 _D2T_NOUN = re.compile(
     r"\b(?:meaning representations?|records?|tables?|rows?|structured data|key[- ]value|json|attributes?|fields?|"
-    r"box score|spreadsheet|stats|statistics|triples?|slots?|columns?|specs|specifications|data)\b|table-to-text|"
+    r"box score|spreadsheet|stats|statistics|triples?|slots?|columns?|specs|specifications|data|metadata|infobox|"
+    r"properties)\b|table-to-text|"
     r"data-to-text",
     _I,
 )

@@ -32,20 +32,22 @@ _LABEL_NOUN = (
 _STRONG_CUE = re.compile(
     rf"(?:\b(?:{_LABEL_NOUN})\b[^.\n:]{{0,20}}|\bone of(?: the following)?|\b(?:choose|pick|select)\b(?: one)?"
     r"(?: (?:from|between|among))?(?: the following)?|\b(?:answer|reply|respond|output|return|say|print)\b"
-    r"(?: (?:only|just))?(?: (?:with|using))?(?: (?:either|one word|a single word|only|just|the word))?|\?|\beither)"
-    r"\s*:?\s*$",
+    r"(?: (?:only|just))?(?: (?:with|using))?(?: (?:exactly|only|just))?(?: (?:either|one word|a single word|one label|"
+    r"the word))?|\?|\beither)\s*:?\s*$",
     re.I,
 )
 _WEAK_CUE = re.compile(
-    r"(?:\bas|\binto|\bis|\bare|\bof|\bbetween|\bwhether|\bwith|\bfrom|\bcomo|\ben|\bcomme|\bals|\bzu|:)\s*:?\s*$",
+    r"(?:\bas|\binto|\bis|\bare|\bof|\bbetween|\bwhether|\bwith|\bfrom|\bcomo|\ben|\bcomme|\bals|\bzu|:|[—–])\s*:?\s*$",
     re.I,
 )
 _CLAUSE_CUE = re.compile(
     rf"(?:\b(?:as|into|is|are|about|between|whether|either|como|comme|als|en|zu|one of(?: the following)?(?: {_WORD})?|"
     rf"(?:choose|pick|select) (?:one )?(?:from|between|among)|(?:answer|reply|respond|output|return|say)(?: (?:only|just))?"
-    rf"(?: with)?(?: (?:either|one word|a single word|the word))?|(?:{_LABEL_NOUN}))\b\s*:?|:|\?)[ \t]+",
+    rf"(?: with)?(?: (?:exactly|only|just))?(?: (?:either|one word|a single word|one label|the word))?|(?:{_LABEL_NOUN}))"
+    r"\b\s*:?|:|\?|[—–])[ \t]+",
     re.I,
 )
+_CLAUSE_SUBJECT = re.compile(r"^(?:(?:each one|each|it|this|that|they|these)\s+(?:is\s+|are\s+)?)", re.I)
 _VERB_CUE = re.compile(r"(?:answer|reply|respond|output|return|say|print)\b", re.I)
 _CUE_WORD = re.compile(r"(?:answer|reply|respond|output|return|say|choose|pick|select|use|is|are|as)\b", re.I)
 _BULLET = re.compile(r"^[ \t]*(?:[-*•–·+]|\d{1,2}[.)]|\(?[a-hA-H][.)])[ \t]+(?P<item>\S.*?)\s*$")
@@ -194,7 +196,8 @@ def _inline_lists(text: str) -> list[LabelList]:
             r"|the)|in order)\b",
             clause,
         )[0]
-        parts = re.split(rf"\s*(?:,|/|\||;)\s*(?:{_OR}\s+)?|\s+{_OR}\s+", clause.strip())
+        clause = _CLAUSE_SUBJECT.sub("", clause.strip())  # "is each one a bug, a question …"
+        parts = re.split(rf"\s*(?:,|/|\||;)\s*(?:{_OR}\s+)?|\s+{_OR}\s+", clause)
         if parts and _CUE_WORD.match(parts[0]):
             continue  # another cue starts the clause ("? Answer yes or no"): that cue's own clause counts
         add(parts, "clause", m.end(), raw=clause)
