@@ -5,13 +5,27 @@ BIN    := $(VENV)/bin
 
 .PHONY: setup demo test lint format bench clean chromium
 
+# llama.cpp (the embedded teacher) built for any x86-64 with AVX2, with or without AVX-512 or AMX: pip's
+# default build uses -march=native, and a wheel built so on a machine with AMX dies with SIGILL elsewhere
+# (and on VMs that withhold AMX). pip's wheel cache ignores CMAKE_ARGS, so the wheel is built without it
+# into a folder named by the version and these flags, and installed from there. Same version as pyproject.
+LLAMA_VERSION := 0.3.36
+LLAMA_CMAKE   := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+  -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AVX_VNNI=OFF \
+  -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF
+LLAMA_WHEELS  := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/p2m/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(shell uname -m)-$(shell echo '$(LLAMA_CMAKE)' | sha1sum | cut -c1-10)
+
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first: the CPU wheel on local disk (any other version pulls a multi-GB CUDA build)
 	$(BIN)/python -m pip install -q torch==2.13.0
+	@ls $(LLAMA_WHEELS)/*.whl >/dev/null 2>&1 || { echo "building llama-cpp-python $(LLAMA_VERSION) for any AVX2 CPU (a few minutes, once)"; \
+	  rm -rf $(LLAMA_WHEELS).tmp; CMAKE_ARGS="$(LLAMA_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip wheel -q --no-cache-dir \
+	  --no-deps --no-binary llama-cpp-python "llama-cpp-python==$(LLAMA_VERSION)" -w $(LLAMA_WHEELS).tmp && mv $(LLAMA_WHEELS).tmp $(LLAMA_WHEELS); }
+	$(BIN)/python -m pip install -q --force-reinstall --no-deps --no-index --find-links $(LLAMA_WHEELS) "llama-cpp-python==$(LLAMA_VERSION)"
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 

@@ -108,7 +108,8 @@ class ChatSession:
 
             log = (self.folder or home_dir()) / "logs" / "llm_server.log"
             self._llm = self._stack.enter_context(open_llm(self.options.llm, cache=ResponseCache(home_dir() / "llm_cache.sqlite"),
-                                                           on_call=self._on_call, log_path=log))  # fmt: skip
+                                                           on_call=self._on_call, log_path=log,
+                                                           on_failure=self._on_failure))  # fmt: skip
         return self._llm
 
     @property
@@ -121,6 +122,10 @@ class ChatSession:
     def _on_call(self, purpose: str, cached: bool, pt: int, ct: int, seconds: float) -> None:
         if self.run_id:
             self.store.log_llm_call(self.run_id, purpose, cached, pt, ct, seconds)
+
+    def _on_failure(self, purpose: str, kind: str) -> None:
+        if self.run_id:
+            self.store.log_llm_failure(self.run_id, purpose, kind)
 
     def close(self) -> None:
         self._stack.close()

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from p2m.errors import ConfigError, P2MError, TaskError
+from p2m import faults
+from p2m.errors import ConfigError, LLMError, P2MError, TaskError, storage_error
 from p2m.memory import ResponseCache, RunStore, home_dir, runs_dir
 from p2m.memory.home import ensure_writable
 from p2m.tools import deploy
@@ -113,6 +114,7 @@ class _Run:
         self._llm = llm
         if llm is not None and getattr(llm, "on_call", None) is None:
             llm.on_call = self._on_call  # an injected client (tests, UI sessions) is accounted too
+            llm.on_failure = self._on_failure
         self._stack = contextlib.ExitStack()
 
     @property
@@ -125,6 +127,7 @@ class _Run:
                     self.opts.llm,
                     cache=cache,
                     on_call=self._on_call,
+                    on_failure=self._on_failure,
                     log_path=self.folder / "logs" / "llm_server.log",
                 )
             )
@@ -132,6 +135,9 @@ class _Run:
 
     def _on_call(self, purpose: str, cached: bool, pt: int, ct: int, seconds: float) -> None:
         self.store.log_llm_call(self.run_id, purpose, cached, pt, ct, seconds)
+
+    def _on_failure(self, purpose: str, kind: str) -> None:
+        self.store.log_llm_failure(self.run_id, purpose, kind)
 
     def close(self) -> None:
         self._stack.close()
@@ -287,6 +293,7 @@ class _Run:
         path = self.folder / "candidates" / name
         if path.exists():
             shutil.rmtree(path)
+        faults.point("model")
         student.save(path)
         self.store.add_experiment(self.run_id, {"name": name, "student": student.kind, "params": params, "n_train": n,
                                                 "report": report.to_dict(), "model_path": str(path), "seconds": seconds})  # fmt: skip
@@ -428,7 +435,16 @@ def recorded(store: RunStore, run_id: str) -> Any:
 
         raise RunInterrupted(f"interrupted; what was done is kept: `p2m resume {run_id}` continues") from None
     except BaseException as e:
-        store.set_status(run_id, "failed", error=str(e)[:500])
+        full = storage_error(e, "running", then=f"`p2m resume {run_id}` continues the run")
+        try:
+            store.set_status(run_id, "failed", error=str(full or e)[:500])
+        except Exception:  # the store's disk is full too: the run stays 'running', which resumes as well
+            if full is None:
+                raise
+        if full is not None:
+            raise full from e
+        if isinstance(e, LLMError):
+            raise LLMError(f"{e}; what was done is kept: `p2m resume {run_id}` continues") from e
         raise
 
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from p2m import faults
 from p2m.errors import ConfigError
 
 __all__ = ["RunStore", "RUN_STATUSES"]
@@ -51,6 +52,10 @@ CREATE TABLE IF NOT EXISTS llm_calls (
   prompt_tokens INTEGER, completion_tokens INTEGER, seconds REAL, created REAL
 );
 CREATE INDEX IF NOT EXISTS llm_calls_run ON llm_calls (run_id);
+CREATE TABLE IF NOT EXISTS llm_failures (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, purpose TEXT, kind TEXT, created REAL
+);
+CREATE INDEX IF NOT EXISTS llm_failures_run ON llm_failures (run_id);
 CREATE TABLE IF NOT EXISTS chat_messages (
   id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, role TEXT, content TEXT, created REAL
 );
@@ -120,6 +125,7 @@ class RunStore:
 
     def set_stage(self, run_id: str, stage: str) -> None:
         self._exec("UPDATE runs SET stage = ?, updated = ? WHERE id = ?", (stage, time.time(), run_id))
+        faults.point(f"stage:{stage}")
 
     def update_config(self, run_id: str, config: dict[str, Any]) -> None:
         self._exec("UPDATE runs SET config = ? WHERE id = ?", (_j(config), run_id))
@@ -184,6 +190,7 @@ class RunStore:
                     ),
                 )
                 ids.append(cur.lastrowid)
+        faults.point("rows")
         return ids
 
     def examples(
@@ -256,6 +263,7 @@ class RunStore:
                 time.time(),
             ),
         )
+        faults.point("experiment")
         return cur.lastrowid
 
     def delete_experiments(self, run_id: str, name_prefix: str) -> None:
@@ -305,7 +313,18 @@ class RunStore:
             (run_id, purpose, int(cached), prompt_tokens, completion_tokens, seconds, time.time()),
         )
 
+    def log_llm_failure(self, run_id: str, purpose: str, kind: str) -> None:
+        """One failed teacher attempt (`http_500`, `timeout`, `invalid_json`, `server_died`, …)."""
+        self._exec(
+            "INSERT INTO llm_failures (run_id, purpose, kind, created) VALUES (?, ?, ?, ?)",
+            (run_id, purpose, kind, time.time()),
+        )
+
     def ledger(self, run_id: str) -> dict[str, Any]:
+        """Calls (cached ones apart), tokens, seconds, and failed attempts by kind."""
+        failures = self._rows(
+            "SELECT kind, COUNT(*) AS n FROM llm_failures WHERE run_id = ? GROUP BY kind ORDER BY kind", (run_id,)
+        )
         row = self._rows(
             "SELECT COUNT(*) AS calls, COALESCE(SUM(cached), 0) AS cached,"
             " COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,"
@@ -313,7 +332,7 @@ class RunStore:
             " FROM llm_calls WHERE run_id = ?",
             (run_id,),
         )[0]
-        return dict(row)
+        return {**dict(row), "failures": {r["kind"]: r["n"] for r in failures}}
 
     # chat ---------------------------------------------------------------------------------------
     def add_chat_message(self, run_id: str, role: str, content: str) -> int:

@@ -149,50 +149,93 @@ class FakeChatModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=msg)])
 
 
+FAULTS = ("http_500", "timeout", "cut_body", "invalid_json", "empty")
+
+
 class FakeOpenAIServer:
     """An OpenAI-compatible chat server on 127.0.0.1 (a free port) answering with `default_reply`.
 
     `delay` slows every answer (for interrupt tests); `requests` counts chat requests; `responder`
-    replaces `default_reply`.
+    replaces `default_reply`; `answered` holds a digest of each request body answered in full.
+    `fail_rate` makes that share of requests fail, drawn from a seeded generator, in turn as each of
+    FAULTS: HTTP 500 (with `Retry-After: 0`), no answer for `hang` seconds (a client timeout), a body cut
+    short, a truncated JSON answer, an empty answer; `faults` counts them by kind. `die_on_chat` (a
+    signal) makes the whole process kill itself with it on a chat request (a crashing llama.cpp build).
     """
 
-    def __init__(self, delay: float = 0.0, responder: Callable[..., str] | None = None) -> None:
+    def __init__(self, delay: float = 0.0, responder: Callable[..., str] | None = None, *, port: int = 0,
+                 fail_rate: float = 0.0, hang: float = 3.0, seed: int = 0, die_on_chat: int | None = None) -> None:  # fmt: skip
+        import hashlib
+        import os
+        import time
+        from collections import Counter
+
         outer = self
         self.delay = delay
         self.responder = responder or default_reply
         self.requests = 0
+        self.answered: list[str] = []
+        self.faults: Counter[str] = Counter()
+        rng, lock = random.Random(seed), threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *a: Any) -> None:
                 pass
 
-            def _send(self, code: int, body: dict[str, Any]) -> None:
+            def _send(self, code: int, body: dict[str, Any], headers: dict[str, str] | None = None,
+                      cut: bool = False) -> None:  # fmt: skip
                 data = json.dumps(body).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
                 self.end_headers()
-                self.wfile.write(data)
+                self.wfile.write(data[: len(data) // 2] if cut else data)
+                if cut:
+                    self.close_connection = True
 
             def do_GET(self) -> None:  # noqa: N802
                 self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
             def do_POST(self) -> None:  # noqa: N802
-                import time
-
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                outer.requests += 1
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}"
+                body = json.loads(raw)
+                with lock:
+                    outer.requests += 1
+                    fault = (
+                        FAULTS[sum(outer.faults.values()) % len(FAULTS)] if rng.random() < fail_rate else None
+                    )
+                    if fault:
+                        outer.faults[fault] += 1
+                if die_on_chat:
+                    os.kill(os.getpid(), die_on_chat)
+                    time.sleep(5)  # the signal ends the process before an answer leaves
                 if outer.delay:
                     time.sleep(outer.delay)
+                if fault == "http_500":
+                    self._send(500, {"error": {"message": "overloaded", "type": "server_error", "code": None}},
+                               {"Retry-After": "0"})  # fmt: skip
+                    return
+                if fault == "timeout":
+                    time.sleep(hang)
+                    return
                 pairs = [(m["role"], m["content"]) for m in body.get("messages", [])]
                 text = outer.responder(pairs, body)
+                if fault == "invalid_json":
+                    text = (text or "")[: max(1, len(text or "") // 2)]
+                elif fault == "empty":
+                    text = ""
                 self._send(200, {
                     "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body.get("model", "fake"),
                     "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
                     "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30},
-                })  # fmt: skip
+                }, cut=fault == "cut_body")  # fmt: skip
+                if fault != "cut_body":
+                    with lock:
+                        outer.answered.append(hashlib.sha1(raw).hexdigest())
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
@@ -203,3 +246,27 @@ class FakeOpenAIServer:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def main() -> None:
+    """`python tests/fakes.py --port N [--delay S] [--die-on-chat SIGILL]`: the fake server as a process,
+    for tests of the embedded server's start, death and restart (tools/llm_server.py)."""
+    import argparse
+    import signal
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--delay", type=float, default=0.0)
+    ap.add_argument("--die-on-chat", choices=["SIGILL", "SIGSEGV", "SIGKILL"])
+    ap.add_argument("--exit-at-start", type=int)
+    a = ap.parse_args()
+    if a.exit_at_start is not None:
+        print("fake llama.cpp: cannot load the model", flush=True)
+        raise SystemExit(a.exit_at_start)
+    die = getattr(signal, a.die_on_chat) if a.die_on_chat else None
+    print(f"fake llama.cpp server on port {a.port}", flush=True)
+    FakeOpenAIServer(delay=a.delay, port=a.port, die_on_chat=die).httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -284,7 +284,16 @@ def test_empty_ledger_is_zeros(store):
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "seconds": 0,
+        "failures": {},
     }
+
+
+def test_ledger_counts_failures_by_kind(store):
+    store.log_llm_failure("r1", "generate", "http_500")
+    store.log_llm_failure("r1", "generate", "http_500")
+    store.log_llm_failure("r1", "parse", "invalid_json")
+    store.log_llm_failure("r2", "generate", "timeout")
+    assert store.ledger("r1")["failures"] == {"http_500": 2, "invalid_json": 1}
 
 
 # failures ------------------------------------------------------------------------------------------

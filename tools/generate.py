@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from p2m.errors import ConfigError
+from p2m.errors import ConfigError, RequestFailed
 from p2m.tools.embed import embed
 from p2m.tools.prompts import load_prompt
 from p2m.tools.types import TaskSpec
@@ -198,10 +198,13 @@ def generate_examples(
             if not pending:
                 break
             i, label, fut = pending.popleft()  # answers are used in request order: reproducible
-            data = fut.result()
+            try:
+                data, failed = fut.result(), False
+            except RequestFailed:  # one request failed after its retries: counted, the others go on
+                data, failed = None, True
             inflight[label] -= 1
             raw = data.get("text") if isinstance(data, dict) else None
-            text, reason = clean_text(raw, spec)
+            text, reason = clean_text(raw, spec) if not failed else (None, "teacher_failed")
             if text is not None and _norm(text) in seen:
                 text, reason = None, "duplicate"
             batch.append({

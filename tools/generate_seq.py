@@ -32,7 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache
 from typing import Any
 
-from p2m.errors import ConfigError, TaskError
+from p2m.errors import ConfigError, RequestFailed, TaskError
 from p2m.tools.curate_seq import curate_seq, dedup_key
 from p2m.tools.generate import GenConfig
 from p2m.tools.parse import qa_input, record_fields
@@ -584,7 +584,12 @@ def generate_seq(
             if not pending:
                 break
             before = usable
-            for row in pending.popleft().result():  # in request order: reproducible
+            try:
+                rows = pending.popleft().result()  # in request order: reproducible
+            except RequestFailed:  # one request failed after its retries: counted, the others go on
+                rows = []
+                checks["teacher_failed"] += 1
+            for row in rows:
                 key = dedup_key(row, spec.task_type)
                 if row["kept"] and key in seen:
                     row.update(kept=False, drop_reason="duplicate")

