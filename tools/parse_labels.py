@@ -64,7 +64,7 @@ class LabelList:
 
     Attributes:
         items: the labels, in the order written, without duplicates.
-        shape: how it was written: quoted, paren, bullets, deflines, lines, clause, words, not, range.
+        shape: how it was written: quoted, paren, bullets, numbered, deflines, lines, clause, words, not, range.
         explicit: a label cue introduces it (label noun, "one of", "answer …", "?", header line).
         cue: the few words before it (for saying why).
     """
@@ -79,6 +79,7 @@ _SHAPE_WORDS = {
     "quoted": "quoted labels", "paren": "labels in parentheses", "bullets": "a bulleted list of labels",
     "deflines": "'label = description' lines", "lines": "a list of labels, one a line", "not": "'X or not X'",
     "clause": "a list of labels", "words": "a list of labels", "range": "a rating range",
+    "numbered": "a numbered list of labels",
 }  # fmt: skip
 
 
@@ -184,6 +185,14 @@ def _inline_lists(text: str) -> list[LabelList]:
             r"\b(?:ratings?|rate|stars?|scale|scores?|grades?|points?)\b", " ".join(sentence), re.I
         ):
             found.append(LabelList(tuple(str(n) for n in range(lo, hi + 1)), "range", True, m.group(0)))
+    # an inline numbered list: "1) economy 2) health 3) crime", "(1) a, (2) b"
+    for m in re.finditer(r"(?:(?<=\s)|^)\(?1[.)][ \t]+[^\n]+", text):
+        numbers = re.findall(r"(?:(?<=\s)|^)\(?(\d{1,2})[.)][ \t]+", m.group(0))
+        upto = len(numbers) if numbers == [str(n) for n in range(1, len(numbers) + 1)] else 0
+        parts = re.split(r"(?:(?<=\s)|^)\(?\d{1,2}[.)][ \t]+", m.group(0))[1 : upto + 1]
+        if len(parts) >= 2:
+            parts[-1] = re.split(r"[.;!?](?:\s|$)", parts[-1])[0]
+            add([p.strip().rstrip(",;") for p in parts], "numbered", m.start())
     # "X or not X", "X or non-X"
     for m in re.finditer(rf"\b({_WORD}(?: {_WORD})?) or (not |non-?)\1\b", text, re.I):
         add([m.group(1), m.group(2) + m.group(1)], "not", m.start())
@@ -224,7 +233,7 @@ def label_lists(text: str) -> list[LabelList]:
     """Candidate label lists in `text`, best first: explicit before cued before bare, longer first."""
     text = re.sub(r"\*\*|__", "", text.replace("\r\n", "\n").replace("\r", "\n"))  # Markdown bold
     found = _block_lists(text) + _inline_lists(text)
-    order = {"range": 0, "quoted": 0, "bullets": 1, "deflines": 1, "lines": 1, "paren": 2, "not": 2, "clause": 3,
+    order = {"range": 0, "quoted": 0, "bullets": 1, "numbered": 1, "deflines": 1, "lines": 1, "paren": 2, "not": 2, "clause": 3,
              "words": 4}  # fmt: skip
     found.sort(key=lambda c: (not c.explicit, order[c.shape], -len(c.items)))
     out: list[LabelList] = []
