@@ -86,12 +86,13 @@ _MAKE = (
 )
 _CODE_VERB = re.compile(rf"\b(?:{_MAKE})\b", _I)
 _D2T_NOUN = re.compile(
-    r"\b(?:meaning representations?|records?|tables?|rows?|structured data|key[- ]value|json|attributes?|fields?|"
-    r"box score|spreadsheet|stats|statistics|triples?|slots?|columns?|specs|specifications|data|metadata|infobox|"
-    r"properties)\b|table-to-text|"
-    r"data-to-text",
+    r"\b(?:meaning representations?|records?|tables?|structured data|key[- ]value|json|box score|spreadsheet|stats|"
+    r"statistics|triples?|slots?|specs|specifications|metadata|infobox)\b|table-to-text|data-to-text",
     _I,
 )
+_D2T_WEAK = re.compile(
+    r"\b(?:data|rows?|columns?|attributes?|fields?|properties)\b", _I
+)  # words of any prompt
 _D2T_OUT = re.compile(
     r"\b(?:sentences?|descriptions?|describ\w+|text|blurb|biography|summary|paragraph|report|listing|invite|"
     r"prose|verbali[sz]e\w*|fluent|natural[- ]language|says)\b",
@@ -261,7 +262,8 @@ def type_evidence(
     d2t_out, d2t_verb = _D2T_OUT.search(text), _D2T_VERB.search(text)
     _best(ev, "data_to_text", [
         (4 if d2t_out and d2t_verb else 3, "structured input ('{}') to text", (d2t_out or d2t_verb) and _D2T_NOUN.search(text)),
-        (1, "the word '{}'", _D2T_NOUN.search(text)),
+        (2, "'{}' to text", (d2t_out or d2t_verb) and _D2T_WEAK.search(text)),
+        (1, "the word '{}'", _D2T_NOUN.search(text) or _D2T_WEAK.search(text)),
     ])  # fmt: skip
     _best(ev, "text_generation", [
         (4, "'{}'", _CREATIVE.search(text) or _QGEN.search(text)),
