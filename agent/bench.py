@@ -36,18 +36,33 @@ def load_task(task_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{task_dir}: not a bench task folder (no task.json)")
     try:
-        task = json.loads(path.read_text())
+        task = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from e
     except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e.msg})") from e
+        raise DataError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from e
+    if not isinstance(task, dict):
+        raise DataError(
+            f'{path}: must be a JSON object {{"name", "task_type", "metric", "prompt", "labels"?}}'
+        )
     missing = [k for k in ("name", "task_type", "metric", "prompt") if k not in task]
     if missing:
-        raise DataError(f"{path}: missing {missing}")
+        raise DataError(
+            f"{path}: missing {', '.join(missing)}; a bench task.json needs name, task_type, metric, prompt"
+        )
     if task["task_type"] not in TASK_TYPES:
         raise ConfigError(
             f"{task['name']}: unknown task_type {task['task_type']!r}; one of {', '.join(TASK_TYPES)}"
         )
+    labels = task.get("labels")
+    if task["task_type"] == "classification" and not (
+        isinstance(labels, list) and len(set(labels)) >= 2 and all(isinstance(x, str) and x for x in labels)
+    ):
+        raise DataError(f'{path}: a classification task needs "labels": a list of two or more label names')
     if not (task_dir / "test.jsonl").is_file():
-        raise ConfigError(f"{task_dir}: no test.jsonl")
+        raise ConfigError(
+            f'{task_dir}: no test.jsonl; add the test rows as JSONL {{"input", "output"}} lines'
+        )
     return task
 
 
@@ -131,13 +146,29 @@ def run_bench(
         raise ConfigError(
             f"{task['name']}: the planner decides for classification only; bench it without --target/--planner"
         )
-    # every reference of a row for the generative types; the first one (the label) for classification
-    rows: list[Any] = (load_jsonl_refs if seq else load_jsonl_pairs)(task_dir / "test.jsonl")[:limit]
+    if limit < 1:
+        raise ConfigError(f"--limit must be at least 1 (test rows to score), not {limit}")
+    # every reference of a row for the generative types; the first one (the label) for classification;
+    # every row is checked (labels too) before the pipeline runs, not after
+    test = task_dir / "test.jsonl"
+    rows: list[Any] = (load_jsonl_refs(test) if seq else load_jsonl_pairs(test, task["labels"]))[:limit]
     out_file = Path(out_file)
-    try:
+    try:  # the result must be writable before minutes of work, not after
+        if out_file.is_dir():
+            raise IsADirectoryError(21, "is a folder")
         out_file.parent.mkdir(parents=True, exist_ok=True)
+        existed = out_file.exists()
+        with open(out_file, "a", encoding="utf-8"):
+            pass
+        if not existed:
+            out_file.unlink()
     except OSError as e:
-        raise ConfigError(f"cannot write {out_file}: {e.strerror}") from e
+        why = (
+            "a folder on its path is a file"
+            if isinstance(e, FileExistsError | NotADirectoryError)
+            else e.strerror
+        )
+        raise ConfigError(f"cannot write {out_file} ({why or e}); choose another --out") from e
     start = time.perf_counter()
     if plan is not None:
         from p2m.agent.planner import run_planner

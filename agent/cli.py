@@ -222,10 +222,16 @@ def run(prompt: str | None, prompt_file: str | None, eval_file: str | None, out:
 
     _home(home)
     if prompt_file:
+        if prompt:
+            raise click.UsageError("give the task as PROMPT or with --prompt-file, not both")
         try:
             prompt = sys.stdin.read() if prompt_file == "-" else Path(prompt_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise click.ClickException(f"cannot read the prompt file {prompt_file}: {e}") from e
+        except UnicodeDecodeError as e:
+            why = f"not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8"
+            raise click.ClickException(f"cannot read the prompt file {prompt_file}: {why}") from e
+        except OSError as e:
+            why = f"{e.strerror or e}; give the path of a UTF-8 text file, or '-' for stdin"
+            raise click.ClickException(f"cannot read the prompt file {prompt_file}: {why}") from e
     opts = _options(kw, eval_file, out)
     plan = _plan(kw)
     if plan is not None:
@@ -304,19 +310,26 @@ def predict(run_id: str, texts: tuple[str, ...], home: str | None, as_json: bool
 @click.argument("run_id")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=None, help="Default: the first free port from 7860.")
-@click.option("--share", is_flag=True, help="Also open a public Gradio share link (needs network).")
+@click.option(
+    "--share", is_flag=True, help="Also open a public Gradio share link (needs network and --auth)."
+)
+@click.option(
+    "--auth", metavar="USER:PASSWORD", envvar="P2M_UI_AUTH", help="Ask for this login. Env: P2M_UI_AUTH."
+)
 @click.option("--home", type=click.Path(file_okay=False))
-def serve(run_id: str, host: str, port: int | None, share: bool, home: str | None) -> None:
+def serve(run_id: str, host: str, port: int | None, share: bool, auth: str | None, home: str | None) -> None:
     """Open a web demo of a run's model (Gradio, 127.0.0.1 by default).
 
     \b
     Example:
       p2m serve RUN_ID --port 7860
+      p2m serve RUN_ID --share --auth ana:long-secret
     """
     from p2m.tools.deploy import serve as serve_run
+    from p2m.tools.web import parse_auth
 
     _home(home)
-    serve_run(run_id, host=host, port=port, share=share)
+    serve_run(run_id, host=host, port=port, share=share, auth=parse_auth(auth))
 
 
 @cli.command()
@@ -375,6 +388,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
+    except click.UsageError as e:  # one line too, not click's usage block; exit code 2 as click's
+        where = " ".join(["p2m", *e.ctx.command_path.split()[1:]]) if e.ctx else "p2m"
+        msg = " ".join(e.format_message().split())
+        click.echo(f"Error: {msg} (`{where} --help` lists the options)", err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

@@ -96,21 +96,27 @@ def register(cli: click.Group, run_options: Callable, options: Callable[[dict[st
         "--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default)."
     )
     @click.option("--port", type=int, default=None, help="Default: the first free port from 7860.")
-    @click.option("--share", is_flag=True, help="Also open a public Gradio share link (needs network).")
+    @click.option(
+        "--share", is_flag=True, help="Also open a public Gradio share link (needs network and --auth)."
+    )
+    @click.option(
+        "--auth", metavar="USER:PASSWORD", envvar="P2M_UI_AUTH", help="Ask for this login. Env: P2M_UI_AUTH."
+    )
     @click.option("--session", metavar="RUN_ID", help="Open this session (default: the latest one).")
     @click.option("--home", type=click.Path(file_okay=False), help="p2m home folder.")
-    def ui(
-        host: str, port: int | None, share: bool, session: str | None, home: str | None, **kw: Any
-    ) -> None:
+    def ui(host: str, port: int | None, share: bool, auth: str | None, session: str | None, home: str | None,
+           **kw: Any) -> None:  # fmt: skip
         """Open the web app: chat with the agent, watch runs, fix data, try and download the model.
 
         \b
         Example:
           p2m ui --examples 120            # then open http://127.0.0.1:7860
           p2m ui --llm http://127.0.0.1:11434/v1 --llm-model llama3.1 --port 8080
+          p2m ui --share --auth ana:long-secret   # a public link, behind a login
         """
         from p2m.agent.ui import launch
+        from p2m.tools.web import parse_auth
 
         if home:
             os.environ["P2M_HOME"] = str(Path(home).expanduser())
-        launch(options(kw), host=host, port=port, share=share, session=session)
+        launch(options(kw), host=host, port=port, share=share, session=session, auth=parse_auth(auth))

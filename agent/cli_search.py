@@ -37,9 +37,12 @@ def _parse_size(text: str | None) -> float | None:
     mult = {"k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9}
     t = text.strip().lower()
     try:
-        return float(t[:-1]) * mult[t[-1]] if t and t[-1] in mult else float(t)
+        size = float(t[:-1]) * mult[t[-1]] if t and t[-1] in mult else float(t)
     except ValueError as e:
         raise click.BadParameter(f"{text!r} is not a size such as 100K, 500M or 2G") from e
+    if not size > 0:
+        raise click.BadParameter(f"--max-size must be positive, not {text!r}; e.g. 100K, 500M or 2G")
+    return size
 
 
 @click.group("index")
@@ -79,6 +82,8 @@ def index_build(snapshot: str | None, hub: bool, from_cache: bool, what: str, li
         raise click.UsageError(
             "say what to index: --snapshot DIR, --hub or --cache (or use `p2m index add PATH`)"
         )
+    # a wrong folder fails before any work
+    snap = hubindex.snapshot_entries(Path(snapshot)) if snapshot else {}
     index = _index(home, chroma_url)
     start = time.perf_counter()
     kinds = ("datasets", "models") if what == "both" else (what,)
@@ -86,7 +91,7 @@ def index_build(snapshot: str | None, hub: bool, from_cache: bool, what: str, li
     # the models p2m ships with are always there: the student choice is local-first
     results["local models"] = hubindex.build(index, "models", hubindex.local_model_entries(), embed)
     if snapshot:
-        for kind, (total, entries) in hubindex.snapshot_entries(Path(snapshot)).items():
+        for kind, (total, entries) in snap.items():
             if kind in kinds:
                 results[f"snapshot {kind}"] = hubindex.build(index, kind, entries, embed, total=total,
                                                              progress=not quiet, desc=f"snapshot {kind}")  # fmt: skip
@@ -133,8 +138,8 @@ def index_add(path: str, name: str | None, license_: str, home: str | None, chro
     from p2m.tools.embed import embed
     from p2m.tools.retrieve import local_entry
 
+    entry = local_entry(Path(path), name=name, license=license_)  # a bad file fails before the index opens
     index = _index(home, chroma_url)
-    entry = local_entry(Path(path), name=name, license=license_)
     stats = hubindex.build(index, "local", [entry], embed)
     m = entry.meta
     state = "added" if stats["added"] else "updated" if stats["updated"] else "already indexed"

@@ -110,6 +110,17 @@ def parse_labels(text: str) -> list[str]:
     return list(dict.fromkeys(p for p in parts if len(p.split()) <= 3))
 
 
+def _is_command(text: str) -> bool:
+    """Whether a short message is a command ('help', 'remove the label x'), not an answer to a question."""
+    # "write them in X" always; "X only" when X is a language ("tweets only" answers the question)
+    lang = _LANG.search(text)
+    if lang and (lang["lang"] or (lang["lang2"] or "").lower() in LANGUAGES):
+        return True
+    return bool(_HELP.match(text) or _HISTORY.match(text) or _RETRAIN.match(text)) or any(
+        r.search(text) for r in (_WHY, _DEPLOY, _ADD, _REMOVE, _LENGTH, _DROP, _BIGGER)
+    )
+
+
 def parse_intent(message: str, has_task: bool, asking: str | None = None) -> Intent:
     """The intent of a command-like message, or kind "unknown" (then the LLM may read it).
 
@@ -129,7 +140,7 @@ def parse_intent(message: str, has_task: bool, asking: str | None = None) -> Int
         named = [w for w in re.findall(r"[A-Za-z]+", text.lower()) if w in LANGUAGES]
         if named:
             return Intent("language", {"language": named[0]})
-    if asking == "input_kind" and not _GO.match(text):
+    if asking == "input_kind" and not _GO.match(text) and not _is_command(text):
         m = _KIND_ANSWER.match(text)
         kind = m["kind"] if m else text.strip(" .!") if len(text.split()) <= 4 else None
         if kind:

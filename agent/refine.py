@@ -208,12 +208,25 @@ def read_upload(path: str | Path) -> list[tuple[str, str]]:
     import io
 
     from p2m.tools.parse import split_demonstrations
+    from p2m.tools.uploads import check_upload_size, decode_text
 
     path = Path(path)
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise DataError(f"{path.name} {what}; upload one .jsonl, .csv or .txt file")
+    check_upload_size(path)  # the whole file is read: nothing is cut silently
     try:
-        raw = path.read_bytes()[:5_000_000].decode("utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read {path.name}: {e}; upload a UTF-8 .jsonl, .csv or .txt file") from e
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read {path.name} ({e.strerror or e}); upload a readable file") from e
+    raw = decode_text(data, path.name)
+    if not raw.strip():
+        raise DataError(f"{path.name} is empty; upload a file of examples (JSONL {{input, output}}, CSV "
+                        "input,output, or lines 'text -> label')")  # fmt: skip
+    if "\x00" in raw:
+        raise DataError(
+            f"{path.name} holds NUL bytes, so it is not a text file; upload a UTF-8 .jsonl, .csv or .txt"
+        )
     pairs: list[tuple[str, str]] = []
     if path.suffix.lower() in (".jsonl", ".json"):
         for n, line in enumerate(raw.splitlines(), 1):

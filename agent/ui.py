@@ -19,11 +19,11 @@ from typing import Any
 
 from p2m.agent.chat import ChatSession
 from p2m.agent.pipeline import RunOptions, open_store
-from p2m.errors import ConfigError, P2MError
+from p2m.errors import ConfigError, DataError, P2MError
 from p2m.memory import RunStore
 
 __all__ = ["SessionManager", "build_app", "launch", "chat_view", "status_view", "data_rows",
-           "parse_ids", "history_rows", "DATA_COLUMNS"]  # fmt: skip
+           "parse_ids", "history_rows", "upload_path", "DATA_COLUMNS"]  # fmt: skip
 
 DATA_COLUMNS = ["id", "label", "input", "kept", "drop reason", "split", "source"]
 _STAGES = ["generate", "curate", "train", "deploy", "done"]
@@ -89,6 +89,23 @@ def parse_ids(text: str) -> list[int]:
     if bad or not parts:
         raise ConfigError(f"type example ids (numbers from the id column), not {' '.join(bad) or 'nothing'}")
     return [int(p) for p in parts]
+
+
+def upload_path(file: Any) -> str:
+    """The path of a file gradio received, checked before the session reads it.
+
+    Raises:
+        DataError: no file, not a file, or larger than the upload limit (tools/uploads.py).
+    """
+    from p2m.tools.uploads import check_upload_size
+
+    path = file if isinstance(file, str) else getattr(file, "name", None)
+    if not path:
+        raise DataError("no file arrived; upload a .jsonl, .csv or .txt file of examples")
+    if not Path(path).is_file():
+        raise DataError(f"{Path(path).name} is not a file; upload a .jsonl, .csv or .txt file of examples")
+    check_upload_size(path)
+    return path
 
 
 def history_rows(store: RunStore, ids: list[str]) -> list[list[Any]]:
@@ -277,8 +294,12 @@ def build_app(manager: SessionManager) -> Any:
 
     def upload(file: Any, sid: str, token: str) -> Any:
         s = _session(sid, token)
-        path = file if isinstance(file, str) else getattr(file, "name", None)
-        manager.submit(s, "", [path] if path else None)
+        try:
+            path = upload_path(file)
+        except P2MError as e:  # shown at once as a notice; the session never sees the file
+            gr.Warning(f"Error: {e}")
+            return gr.skip()
+        manager.submit(s, "", [path])
         return gr.skip()
 
     def drop(ids_text: str, sid: str, token: str) -> tuple[str, str]:
@@ -392,9 +413,16 @@ def build_app(manager: SessionManager) -> Any:
 
 
 def launch(options: RunOptions, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
-           session: str | None = None, llm: Any = None) -> None:  # fmt: skip
-    """Start the app and block until Ctrl-C."""
+           session: str | None = None, llm: Any = None,
+           auth: tuple[str, str] | None = None) -> None:  # fmt: skip
+    """Start the app and block until Ctrl-C; `share` needs `auth` (user, password).
+
+    Raises:
+        ConfigError: `share` without `auth`, a port in use or out of range, or an unknown session.
+    """
     import os
+
+    from p2m.tools.web import launch_kwargs
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing but loopback at run time
     manager = SessionManager(options, llm=llm)
@@ -405,11 +433,12 @@ def launch(options: RunOptions, host: str = "127.0.0.1", port: int | None = None
     else:
         ids = manager.session_ids()
         manager.last = ids[-1] if ids else None
+    kwargs = launch_kwargs(host, port, share, auth)  # before the app is built: nothing to undo
     app = build_app(manager)
     try:
         from p2m.memory import home_dir
 
-        app.queue(default_concurrency_limit=8).launch(server_name=host, server_port=port, share=share, quiet=False,
-                                                      show_error=True, allowed_paths=[str(home_dir())])  # fmt: skip
+        app.queue(default_concurrency_limit=8).launch(**kwargs, quiet=False, show_error=True,
+                                                      allowed_paths=[str(home_dir())])  # fmt: skip
     finally:
         manager.close()

@@ -348,7 +348,15 @@ def build_demo(student: Any, spec: dict[str, Any]) -> Any:
     return demo
 
 
-def serve(run: str | Path, host: str = "127.0.0.1", port: int | None = None, share: bool = False) -> None:
-    """Open the Gradio demo of a run (blocks until Ctrl-C)."""
+def serve(run: str | Path, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
+          auth: tuple[str, str] | None = None) -> None:  # fmt: skip
+    """Open the Gradio demo of a run (blocks until Ctrl-C); `share` needs `auth` (user, password).
+
+    Raises:
+        ConfigError: `share` without `auth`, a port in use or out of range, or not a finished run.
+    """
+    from p2m.tools.web import launch_kwargs
+
+    kwargs = launch_kwargs(host, port, share, auth)  # before the model loads: options fail fast
     student, spec = load_run_model(run)
-    build_demo(student, spec).launch(server_name=host, server_port=port, share=share, quiet=True)
+    build_demo(student, spec).launch(**kwargs, quiet=True)

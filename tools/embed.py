@@ -28,8 +28,15 @@ def embedder(path: str | None = None) -> Any:
     """A SentenceTransformer on the CPU, loaded once per process."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
-    model = SentenceTransformer(str(path or default_student_path()), device="cpu")
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar on stderr would break one-line errors
+    try:
+        model = SentenceTransformer(str(path or default_student_path()), device="cpu")
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     model.max_seq_length = 128  # what all-MiniLM-L6-v2 was trained on; the students use the same
     return model
 

@@ -77,14 +77,13 @@ def load_jsonl_pairs(path: str | Path, labels: list[str] | None = None) -> list[
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(
-            f'{path}: no such file; --eval takes a JSONL file of {{"input": …, "output": …}} lines'
-        )
+        what = "a folder, not a file" if path.is_dir() else "no such file"
+        raise DataError(f'{path}: {what}; --eval takes a JSONL file of {{"input": …, "output": …}} lines')
     pairs = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read it as UTF-8 text ({e})") from e
+        raise DataError(f"{path}: cannot read it as UTF-8 text ({e}); save it as UTF-8") from e
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue

@@ -41,6 +41,7 @@ def load_table(path: Path) -> Any:
     if not path.exists():
         raise DataError(f"{path} does not exist")
     datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its errors come back as one DataError line
     try:
         if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
             ds = datasets.load_from_disk(str(path))
@@ -63,6 +64,8 @@ def load_table(path: Path) -> Any:
                     f"{path} mixes formats ({', '.join(formats)}); keep one format per folder or add the files "
                     "one by one"
                 )
+            for p in files:  # the usual ways a file is wrong, said plainly before `datasets` reads it
+                _check_file(p)
             kwargs = {"delimiter": "\t"} if all(p.suffix.lower() == ".tsv" for p in files) else {}
             ds = datasets.load_dataset(
                 formats[0], data_files=[str(p) for p in files], split="train", **kwargs
@@ -70,11 +73,43 @@ def load_table(path: Path) -> Any:
     except DataError:
         raise
     except Exception as e:  # datasets/pyarrow raise many types for malformed files
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise DataError(f"cannot read {path} ({first}); check that it is valid CSV, JSONL or Parquet") from e
+        raise DataError(
+            f"cannot read {path} ({_reason(e)}); check that it is valid CSV, JSONL or Parquet"
+        ) from e
     if len(ds) == 0:
-        raise DataError(f"{path} has no rows")
+        raise DataError(f"{path} has no rows; add labelled rows under its header")
     return ds
+
+
+def _check_file(path: Path) -> None:
+    """An empty file, or a text file that is not UTF-8, gets its own message."""
+    from p2m.tools.uploads import decode_text
+
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty; add a header and labelled rows")
+    if _FORMATS[path.suffix.lower()] != "parquet":
+        with open(path, "rb") as f:
+            head = f.read(1_000_000)
+            text = decode_text(head, str(path), final=not f.read(1))
+        header = 1 if path.suffix.lower() in (".csv", ".tsv") else 0
+        if len([line for line in text.splitlines() if line.strip()]) - header <= 0:
+            raise DataError(
+                f"{path} has no rows; add labelled rows" + (" under its header" if text.strip() else "")
+            )
+
+
+def _reason(e: BaseException) -> str:
+    """The first line of the first specific error in the chain: `datasets` wraps it in a generic one."""
+    first = None
+    for _ in range(10):  # a bounded walk: chains can loop
+        text = str(e).strip()
+        first = first or text
+        if text and not text.startswith("An error occurred while generating"):
+            first = text
+            break
+        if (e := e.__cause__ or e.__context__) is None:
+            break
+    return first.splitlines()[0][:200] if first else "unknown error"
 
 
 def _string_columns(ds: Any) -> list[str]:
@@ -87,13 +122,21 @@ def _string_columns(ds: Any) -> list[str]:
 
 def local_entry(path: Path, name: str | None = None, license: str = "user") -> Entry:
     """An index entry describing a local data set: its name, columns, label values and sample rows."""
+    from p2m.tools.uploads import check_upload_size
+
     path = Path(path).expanduser().resolve()
+    if path.exists():
+        check_upload_size(path)  # before anything reads it
     ds = load_table(path)
     name = name or (path.stem if path.is_file() else path.name)
     cols = list(ds.features)
     sample = ds.select(range(min(len(ds), 5)))
     label_col, values = _guess_label(ds, None)
     text_col = _guess_text(ds, exclude=label_col)
+    if not (label_col and text_col):  # runs could never train on it
+        missing = "text column" if label_col else f"label column (2 to {_MAX_LABELS} distinct short values)"
+        raise DataError(f"{path.name} has no {missing} (its columns: {', '.join(cols)}); index labelled "
+                        "data, e.g. with columns text and label")  # fmt: skip
     sample_texts = [str(t)[:200] for t in sample[text_col]] if text_col else []
     desc = (
         f"Local data set {name} with {len(ds)} rows and columns {', '.join(cols)}."
@@ -131,13 +174,16 @@ def load_candidate(cand: Candidate, max_bytes: int = 200_000_000) -> tuple[Any, 
         if not train:
             raise DataError(f"{cand.id} has no CSV, JSONL or Parquet data files")
         if sum(s.size or 0 for s in train) > max_bytes:
-            raise DataError(f"{cand.id}'s data files are larger than {max_bytes / 1e6:.0f} MB")
+            raise DataError(f"{cand.id}'s data files are larger than {max_bytes / 1e6:g} MB")
         paths = [hf_hub_download(cand.id, s.rfilename, repo_type="dataset", revision=info.sha, endpoint=endpoint)
                  for s in train]  # fmt: skip
     except DataError:
         raise
     except Exception as e:
-        raise DataError(f"cannot load {cand.id} from the Hub ({type(e).__name__}: {str(e)[:120]})") from e
+        why = " ".join(str(e).split())[:160]  # one line: Hub errors span several
+        raise DataError(
+            f"cannot load {cand.id} from the Hub ({type(e).__name__}: {why}); it is skipped"
+        ) from e
     folder = Path(paths[0]).parent if len(paths) == 1 else Path(os.path.commonpath(paths))
     table = load_table(Path(paths[0])) if len(paths) == 1 else load_table(folder)
     return table, f"hub:{cand.id}@{(info.sha or rev)[:12]}"
