@@ -228,6 +228,7 @@ def _result(task: dict, rows: list, res: Any, stud: dict, zero_shot: dict | None
             "examples_retrieved": report["data"].get("retrieval", {}).get("rows", 0),
             "llm_calls": report["cost"]["calls"],
             "llm_tokens": report["cost"]["prompt_tokens"] + report["cost"]["completion_tokens"],
+            "llm_failures": report["cost"].get("failures", {}),
             "kept_per_second": gen.get("kept_per_second"),
             "validation_score": report["validation"]["score"],
             "decisions": [{"action": d["action"], "by": d["by"]} for d in report["decisions"]],

@@ -31,7 +31,7 @@ from p2m.agent.refine import (
 )
 from p2m.errors import ConfigError, P2MError
 from p2m.memory import ResponseCache, RunStore, home_dir
-from p2m.tools.parse import parse_task
+from p2m.tools.parse import read_task_asking
 from p2m.tools.types import Decision, TaskSpec
 
 __all__ = ["ChatSession", "MAX_MESSAGE"]
@@ -196,10 +196,9 @@ class ChatSession:
 
     # intents ------------------------------------------------------------------------------------
     def _on_task(self, intent: Intent, spec: Any, message: str) -> None:
-        spec = parse_task(message)
-        if spec.task_type != "classification" or len(spec.labels) < 2:
-            with contextlib.suppress(P2MError):  # the teacher's reading may fill the labels
-                spec = parse_task(message, self.llm)
+        spec = read_task_asking(
+            message, lambda: self.llm
+        ).spec  # the teacher only where the reading is unsure
         if spec.task_type in ("extractive_qa", "text_to_code", "data_to_text") and len(spec.labels) < 2:
             self._say(
                 f"This reads like a {spec.task_type.replace('_', ' ')} task. The chat refines classification"

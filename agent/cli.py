@@ -15,11 +15,15 @@ from typing import Any
 
 import click
 
+# p2m draws its own progress bars; the libraries' (loading weights, writing shards) would interleave with them
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
 from p2m.agent.cli_chat import register as register_chat_commands
 from p2m.agent.cli_parse import register as register_parse_commands
 from p2m.agent.cli_runs import register as register_run_commands
 from p2m.agent.cli_search import register as register_search_commands
-from p2m.errors import P2MError, RunInterrupted
+from p2m.agent.doctor import register as register_doctor
+from p2m.errors import P2MError, RunInterrupted, storage_error
 from p2m.tools.generate import GenConfig
 from p2m.tools.train import TrainConfig
 
@@ -42,6 +46,8 @@ def _llm_options(f: Any) -> Any:
 
 def _run_options(f: Any) -> Any:
     f = _llm_options(f)
+    f = click.option("--llm-concurrency", type=click.IntRange(min=0), default=0, metavar="N",
+                     help="Teacher requests in flight at once (embedded: servers; 0 = one per core, 4 at --llm).")(f)  # fmt: skip
     f = click.option(
         "--examples",
         type=int,
@@ -128,7 +134,9 @@ def _options(kw: dict[str, Any], eval_file: str | None = None, out: str | None =
     from p2m.tools.train import TrainConfig
 
     return RunOptions(
-        llm=LLMConfig.from_env(kw["llm_url"], kw["llm_model"], timeout=kw["llm_timeout"]),
+        llm=LLMConfig.from_env(
+            kw["llm_url"], kw["llm_model"], timeout=kw["llm_timeout"], concurrency=kw["llm_concurrency"]
+        ),  # fmt: skip
         gen=GenConfig(
             examples=kw["examples"],
             minutes=kw["gen_minutes"],
@@ -167,8 +175,10 @@ def _print_result(res: Any) -> None:
     if rep.get("user_eval") and res.spec.task_type == "classification":
         click.echo(f"on --eval file: accuracy {rep['user_eval']['score']:.3f} ({rep['user_eval']['n']} rows)")
     cost = rep["cost"]
+    failed = ", ".join(f"{n} {kind}" for kind, n in sorted((cost.get("failures") or {}).items()))
     click.echo(
         f"teacher: {cost['calls']} calls ({cost['cached']} cached), {cost['prompt_tokens'] + cost['completion_tokens']} tokens"
+        + (f"; failed attempts: {failed} (retried, restarted or stepped over)" if failed else "")
     )
     click.echo(
         f'model: {res.folder / "model"}\ncard:  {res.folder / "README.md"}\ntry:   p2m predict {res.run_id} "some text"   |   p2m serve {res.run_id}'
@@ -372,6 +382,7 @@ def bench(task_dir: str, out_file: str, limit: int, no_ceiling: bool, no_teacher
 register_search_commands(cli)
 register_run_commands(cli)
 register_parse_commands(cli)
+register_doctor(cli)
 register_chat_commands(cli, _run_options, _options)
 
 
@@ -402,6 +413,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    except Exception as e:  # a full disk is the user's to fix, not a bug; anything else keeps its traceback
+        full = storage_error(e)
+        if full is None:
+            raise
+        click.echo(f"Error: {full}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -184,6 +184,8 @@ CHECKS: dict[str, Callable[[], Check]] = {
     "chromium": check_chromium,
 }
 
+_LABELS = {"home": "p2m home", "llama": "llama.cpp"}  # the other checks' lines use their key
+
 
 def run_checks(skip: tuple[str, ...] = (), on_check: Callable[[Check], None] | None = None) -> list[Check]:
     """Every check not in `skip`, in order; one that raises becomes a failed check naming the error."""
@@ -195,7 +197,7 @@ def run_checks(skip: tuple[str, ...] = (), on_check: Callable[[Check], None] | N
             check = fn()
         except Exception as e:  # noqa: BLE001 (a broken part is what the doctor reports)
             what = str(e) if isinstance(e, P2MError) else f"{type(e).__name__}: {e}"
-            check = Check(name, False, what[:800])
+            check = Check(_LABELS.get(name, name), False, what[:800])
         out.append(check)
         if on_check:
             on_check(check)

@@ -27,7 +27,7 @@ from p2m.tools import deploy
 from p2m.tools.evaluate import classification_report, load_jsonl_pairs, load_jsonl_refs
 from p2m.tools.generate import GenConfig, curate, generate_examples
 from p2m.tools.llm import LLMConfig, open_llm
-from p2m.tools.parse import parse_task
+from p2m.tools.parse import parse_task, read_task_asking
 from p2m.tools.train import TrainConfig, finetune, label_prototypes, load_student, train_quick
 from p2m.tools.types import Decision, TaskSpec
 
@@ -54,7 +54,8 @@ class RunOptions:
 
     def __post_init__(self) -> None:
         if self.retrieve_max < 0 or self.retrieve_candidates < 0:
-            raise ConfigError("retrieve_max and retrieve_candidates must be ≥ 0")
+            raise ConfigError(f"--retrieve-max must be ≥ 0, not {self.retrieve_max}" if self.retrieve_max < 0
+                              else f"retrieve_candidates must be ≥ 0, not {self.retrieve_candidates}")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         llm = {k: v for k, v in vars(self.llm).items() if k != "api_key"}  # never store keys
@@ -159,10 +160,9 @@ class _Run:
             self._only_classification(spec, classification_only)
             return spec
         self.store.set_stage(self.run_id, "parse")
-        # Deterministic first: a prompt with no task fails before the teacher starts.
-        spec = parse_task(self.prompt)
-        if spec.task_type != "classification" or len(spec.labels) < 2:
-            spec = parse_task(self.prompt, self.llm)  # the teacher's reading fills the gaps
+        # Deterministic first: a prompt with no task fails before the teacher starts, which is asked only
+        # when that reading is unsure or would refuse the task.
+        spec = read_task_asking(self.prompt, lambda: self.llm).spec
         self._only_classification(spec, classification_only)
         self.store.add_task_version(self.run_id, spec.to_dict(), note="parsed from the prompt")
         self.store.stage_done(self.run_id, "parse", {"labels": spec.labels, "task_type": spec.task_type})
@@ -254,6 +254,7 @@ class _Run:
         if done is not None:
             return done
         self.store.set_stage(self.run_id, "train")
+        self.store.delete_experiments(self.run_id, "")  # a stage killed mid-training trains again
         train, val = self.data(spec)
         cand_dir = self.folder / "candidates"
         results = []

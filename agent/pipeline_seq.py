@@ -142,6 +142,7 @@ def _train(r: Any, spec: TaskSpec) -> dict[str, Any]:
     from p2m.tools.train_seq import SeqTrainConfig, finetune_generator, finetune_qa
 
     r.store.set_stage(r.run_id, "train")
+    r.store.delete_experiments(r.run_id, "")  # a stage killed mid-training trains again
     train, val = r.data(spec)
     try_fast = bool(r.opts.fast_student and val and spec.task_type != "extractive_qa")
     cfg = SeqTrainConfig(epochs=r.opts.train.epochs, seed=r.opts.train.seed)

@@ -54,8 +54,10 @@ class PlanOptions:
     def __post_init__(self) -> None:
         if self.target is not None and not 0 < self.target <= 1:
             raise ConfigError(f"--target must be in (0, 1], not {self.target}")
-        if self.budget_minutes < 0 or self.budget_llm_calls < 0 or self.max_rounds < 1:
-            raise ConfigError("budgets must be ≥ 0 and max_rounds ≥ 1")
+        for name, value, least in (("--budget-minutes", self.budget_minutes, 0),
+                                   ("--budget-llm-calls", self.budget_llm_calls, 0), ("--max-rounds", self.max_rounds, 1)):  # fmt: skip
+            if value < least:
+                raise ConfigError(f"{name} must be ≥ {least}, not {value}")
         if self.decider not in ("auto", "llm", "rule"):
             raise ConfigError(f"decider must be auto, llm or rule, not {self.decider!r}")
 

@@ -58,6 +58,9 @@ def storage_error(
         if isinstance(error, StorageError):
             return error
         full = isinstance(error, OSError) and error.errno in _FULL_ERRNOS
+        # SQLite says SQLITE_FULL on a full disk, SQLITE_IOERR_WRITE when a write is cut short (a size limit)
+        sqlite = getattr(error, "sqlite_errorname", "")
+        full = full or sqlite == "SQLITE_FULL" or sqlite.startswith("SQLITE_IOERR_WRITE")
         if full or (not isinstance(error, OSError) and _FULL_TEXT.search(str(error))):
             where = f" {error.filename}" if isinstance(error, OSError) and error.filename else ""
             return StorageError(

@@ -249,8 +249,9 @@ class FakeOpenAIServer:
 
 
 def main() -> None:
-    """`python tests/fakes.py --port N [--delay S] [--die-on-chat SIGILL]`: the fake server as a process,
-    for tests of the embedded server's start, death and restart (tools/llm_server.py)."""
+    """`python tests/fakes.py --port N [--delay S] [--die-on-chat SIGILL] [--fail-rate 0.3]`: the fake server
+    as a process, for tests of the embedded server's start, death and restart (tools/llm_server.py) and for
+    fault-injection runs of `p2m bench --llm` (bench/RESULTS.md)."""
     import argparse
     import signal
 
@@ -259,13 +260,19 @@ def main() -> None:
     ap.add_argument("--delay", type=float, default=0.0)
     ap.add_argument("--die-on-chat", choices=["SIGILL", "SIGSEGV", "SIGKILL"])
     ap.add_argument("--exit-at-start", type=int)
+    ap.add_argument("--fail-rate", type=float, default=0.0, help="share of requests that fail (see FAULTS)")
+    ap.add_argument(
+        "--hang", type=float, default=3.0, help="seconds a 'timeout' failure keeps the client waiting"
+    )
+    ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     if a.exit_at_start is not None:
         print("fake llama.cpp: cannot load the model", flush=True)
         raise SystemExit(a.exit_at_start)
     die = getattr(signal, a.die_on_chat) if a.die_on_chat else None
     print(f"fake llama.cpp server on port {a.port}", flush=True)
-    FakeOpenAIServer(delay=a.delay, port=a.port, die_on_chat=die).httpd.serve_forever()
+    FakeOpenAIServer(delay=a.delay, port=a.port, die_on_chat=die, fail_rate=a.fail_rate, hang=a.hang,
+                     seed=a.seed).httpd.serve_forever()  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from p2m import faults
 from p2m.errors import ConfigError, LLMError, RequestFailed
@@ -78,7 +79,9 @@ class LLMConfig:
     def __post_init__(self) -> None:
         if self.structured not in ("auto", "json_object", "json_schema"):
             raise ConfigError(f"structured must be auto, json_object or json_schema, not {self.structured!r}")
-        if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
+        if self.base_url is not None and (
+            not self.base_url.startswith(("http://", "https://")) or not urlsplit(self.base_url).hostname
+        ):
             raise ConfigError(
                 f"--llm must be an http(s) URL such as http://127.0.0.1:8000/v1, not {self.base_url!r}"
             )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,9 @@ from p2m.tools.types import TASK_TYPES, TaskSpec, default_metric
 
 __all__ = [
     "Reading",
+    "NoTask",
     "read_task",
+    "read_task_asking",
     "parse_task",
     "split_demonstrations",
     "find_label_lists",
@@ -302,7 +305,7 @@ def read_task(prompt: str, llm: Any | None = None) -> Reading:
     """
     prompt = (prompt or "").replace("\r\n", "\n").replace("\r", "\n").strip()
     if not prompt:
-        raise TaskError(
+        raise NoTask(
             "the prompt is empty; describe the task, e.g. 'Classify support tickets as billing, bug or other.'"
         )
     instruction, demos = split_demonstrations(prompt)
@@ -333,7 +336,7 @@ def read_task(prompt: str, llm: Any | None = None) -> Reading:
         labels = []
     if not demos and not labels and no_cue:  # the teacher's word alone does not make a task
         if len(instruction.split()) < 3 or not _TASK_VERBS.search(instruction):
-            raise TaskError(
+            raise NoTask(
                 "could not find a task in the prompt (no task verb, label list or examples): say what the model"
                 " should do and, for classification, list the labels ('Classify support tickets as billing, bug"
                 " or other'), or add 'Input: … / Output: …' examples"
@@ -355,6 +358,32 @@ def read_task(prompt: str, llm: Any | None = None) -> Reading:
     why = "; ".join(ev.reasons[task_type]) or "no cue for any task type: text generation is the fallback"
     check_supported(spec, prompt, why)
     return Reading(spec, why, unsure, hints, used)
+
+
+class NoTask(TaskError):
+    """The prompt is empty or names no task at all: no teacher's reading can make one of it."""
+
+
+def read_task_asking(prompt: str, teacher: Callable[[], Any]) -> Reading:
+    """The deterministic reading, and the teacher's (`teacher()` gives the LLM, started only then) when that
+    reading is unsure or would refuse the task it found: a refusal is the last resort.
+
+    Raises:
+        NoTask: the prompt is empty or names no task (the teacher is not started).
+        TaskError: the task cannot be built even with the teacher's reading (see `read_task`).
+    """
+    try:
+        reading = read_task(prompt)
+    except NoTask:
+        raise
+    except TaskError:
+        return read_task(prompt, teacher())
+    if not reading.unsure:
+        return reading
+    try:
+        return read_task(prompt, teacher())
+    except TaskError:  # the teacher's vote tipped it to a task that cannot be built: the prompt's own reading
+        return reading
 
 
 def parse_task(prompt: str, llm: Any | None = None) -> TaskSpec:
