@@ -323,7 +323,8 @@ class RunStore:
     def ledger(self, run_id: str) -> dict[str, Any]:
         """Calls (cached ones apart), tokens, seconds, and failed attempts by kind."""
         failures = self._rows(
-            "SELECT kind, COUNT(*) AS n FROM llm_failures WHERE run_id = ? GROUP BY kind ORDER BY kind", (run_id,)
+            "SELECT kind, COUNT(*) AS n FROM llm_failures WHERE run_id = ? GROUP BY kind ORDER BY kind",
+            (run_id,),
         )
         row = self._rows(
             "SELECT COUNT(*) AS calls, COALESCE(SUM(cached), 0) AS cached,"
