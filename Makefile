@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test lint format bench clean chromium
+.PHONY: setup demo test lint format bench clean chromium errors-doc doctor
 
 # llama.cpp (the embedded teacher) built for any x86-64 with AVX2, with or without AVX-512 or AMX: pip's
 # default build uses -march=native, and a wheel built so on a machine with AMX dies with SIGILL elsewhere
@@ -41,6 +41,13 @@ test: setup chromium
 	$(BIN)/ruff check agent tools memory p2m tests
 	$(BIN)/ruff format --check agent tools memory p2m tests
 	$(BIN)/python -m pytest
+
+# docs/errors.md is generated from the bad-input catalogue (tests/bad_inputs.py); a test fails when it drifts
+errors-doc: setup
+	$(BIN)/python -m tests.bad_inputs --write
+
+doctor: setup
+	$(BIN)/p2m doctor
 
 lint: setup
 	$(BIN)/ruff check agent tools memory p2m tests

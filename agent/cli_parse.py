@@ -85,19 +85,18 @@ def parse(prompt: str | None, prompt_file: str | None, as_json: bool, no_llm: bo
       p2m parse "Pick one of: urgent, normal, low for every support message." --no-llm
       p2m parse -f examples/support_tickets.txt --json
     """
-    from p2m.tools.parse import read_task
+    from p2m.tools.parse import read_task, read_task_asking
 
     text = _read_prompt(prompt, prompt_file)
-    try:
-        reading = read_task(text)
-    except TaskError:
-        if no_llm or not text.strip():
-            raise
-        reading = None  # a refusal is the last resort: the teacher reads it first
-    asked = False
-    if not no_llm and (reading is None or reading.unsure):
-        with _teacher(llm_url, llm_model, llm_timeout) as llm:
-            reading, asked = read_task(text, llm), True
+    with contextlib.ExitStack() as stack:
+        started: list[Any] = []
+
+        def teacher() -> Any:  # started only when the reading is unsure, as in `p2m run`
+            started.append(stack.enter_context(_teacher(llm_url, llm_model, llm_timeout)))
+            return started[-1]
+
+        reading = read_task(text) if no_llm else read_task_asking(text, teacher)
+        asked = bool(started)
     if as_json:
         click.echo(json.dumps(reading.spec.to_dict(), ensure_ascii=False))
     else:

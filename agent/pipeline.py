@@ -144,6 +144,10 @@ class _Run:
         self._stack.close()
 
     def decide(self, action: str, reason: str, **args: Any) -> None:
+        """Record a rule decision; a stage that starts again after a kill does not record it twice."""
+        last = (self.store.decisions(self.run_id) or [None])[-1]
+        if last and (last["action"], last["reason"], last["args"]) == (action, reason, args):
+            return
         self.store.add_decision(self.run_id, Decision(action, reason, "rule", args).to_dict())
 
     # stages -------------------------------------------------------------------------------------

@@ -399,7 +399,12 @@ def run_planner(
     with recorded(store, run_id), contextlib.closing(r), contextlib.closing(conn):
         graph = build_graph(planner, saver)
         started = graph.get_state(config).next
-        graph.invoke(None if started else {"round": 0, "scores": [], "elapsed": 0.0}, config)
+        # "sync": each step's checkpoint is on disk before the next step starts; LangGraph's default
+        # ("async") writes it while the next runs, so a SIGKILL could lose a decision and resume would
+        # decide again from older state (tests/test_faults.py caught that)
+        graph.invoke(
+            None if started else {"round": 0, "scores": [], "elapsed": 0.0}, config, durability="sync"
+        )
     report = json.loads((folder / "report.json").read_text())
     return RunResult(run_id, folder, TaskSpec.from_dict(report["task"]), report)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from p2m import faults
-from p2m.errors import ConfigError
+from p2m.errors import ConfigError, storage_error
 
 __all__ = ["RunStore", "RUN_STATUSES"]
 
@@ -80,7 +80,8 @@ class RunStore:
             self._db.executescript(_SCHEMA)
             self._db.commit()
         except (OSError, sqlite3.Error) as e:
-            raise ConfigError(f"cannot open the run store {self.path} ({e}); check P2M_HOME") from e
+            full = storage_error(e, f"opening the run store {self.path}")
+            raise full or ConfigError(f"cannot open the run store {self.path} ({e}); check P2M_HOME") from e
         self._lock = threading.RLock()
 
     def _exec(self, sql: str, params: tuple | list = ()) -> sqlite3.Cursor:

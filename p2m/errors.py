@@ -43,6 +43,8 @@ class StorageError(P2MError):
 
 
 _FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+# SQLite: SQLITE_FULL on a full disk; a write, a shared-memory file or a truncation cut short by a size limit
+_FULL_SQLITE = {"SQLITE_FULL", "SQLITE_IOERR_WRITE", "SQLITE_IOERR_SHMSIZE", "SQLITE_IOERR_TRUNCATE"}
 # how libraries that do not raise OSError say it (SQLite; Rust's io errors in safetensors; torch's writer)
 _FULL_TEXT = re.compile(r"database or disk is full|no space left|file too large|disk quota|os error 2[78]\b"
                         r"|code: 2[78]\b|file write failed", re.I)  # fmt: skip
@@ -58,9 +60,7 @@ def storage_error(
         if isinstance(error, StorageError):
             return error
         full = isinstance(error, OSError) and error.errno in _FULL_ERRNOS
-        # SQLite says SQLITE_FULL on a full disk, SQLITE_IOERR_WRITE when a write is cut short (a size limit)
-        sqlite = getattr(error, "sqlite_errorname", "")
-        full = full or sqlite == "SQLITE_FULL" or sqlite.startswith("SQLITE_IOERR_WRITE")
+        full = full or getattr(error, "sqlite_errorname", "") in _FULL_SQLITE
         if full or (not isinstance(error, OSError) and _FULL_TEXT.search(str(error))):
             where = f" {error.filename}" if isinstance(error, OSError) and error.filename else ""
             return StorageError(

@@ -96,7 +96,7 @@ def test_missing_file(tmp_path):
 
 
 def test_directory_is_not_a_file(tmp_path):
-    with pytest.raises(DataError, match="no such file"):
+    with pytest.raises(DataError, match="a folder, not a file"):
         load_jsonl_pairs(tmp_path)
 
 

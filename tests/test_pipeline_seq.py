@@ -304,15 +304,22 @@ def test_real_students_train_deploy_and_reload(prompt, fake_llm):
 
 
 @pytest.mark.parametrize(
-    ("prompt", "fragment"),
+    ("prompt", "fragment", "unsure"),
     [
-        ("Answer trivia questions about world history.", "passage"),
-        ("Write a JavaScript function for the request.", "Python code only"),
+        ("Answer trivia questions about world history.", "passage", True),
+        ("Write a JavaScript function for the request.", "Python code only", False),
     ],
 )
-def test_cli_refuses_bad_seq_prompts_in_one_line(tmp_path, prompt, fragment):
+def test_cli_refuses_bad_seq_prompts_in_one_line(tmp_path, prompt, fragment, unsure):
     from tests.test_cli import P2M, assert_one_line_error, p2m
 
     if not P2M.exists():
         pytest.skip("the p2m console script is not installed")
-    assert_one_line_error(p2m(tmp_path / "home", "run", prompt, "--no-retrieve"), fragment)
+    with (
+        FakeOpenAIServer() as server
+    ):  # an unsure reading asks the teacher before refusing (it changes nothing)
+        done = p2m(
+            tmp_path / "home", "run", prompt, "--no-retrieve", "--llm", server.url, "--llm-model", "fake"
+        )
+        assert (server.requests >= 1) == unsure
+    assert_one_line_error(done, fragment)

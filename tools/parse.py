@@ -296,7 +296,7 @@ class Reading:
     teacher_used: list[str] = field(default_factory=list)
 
 
-def read_task(prompt: str, llm: Any | None = None) -> Reading:
+def read_task(prompt: str, llm: Any | None = None, check: bool = True) -> Reading:
     """Read a prompt into a TaskSpec, saying why and how sure; the teacher (`llm`) is asked only when unsure.
 
     Raises:
@@ -356,34 +356,34 @@ def read_task(prompt: str, llm: Any | None = None) -> Reading:
         input_kind=input_kind_of(instruction),
     )
     why = "; ".join(ev.reasons[task_type]) or "no cue for any task type: text generation is the fallback"
-    check_supported(spec, prompt, why)
+    if check:
+        check_supported(spec, prompt, why)
     return Reading(spec, why, unsure, hints, used)
 
 
 class NoTask(TaskError):
-    """The prompt is empty or names no task at all: no teacher's reading can make one of it."""
+    """The prompt is empty or names no task: no label list, task verb or examples."""
 
 
 def read_task_asking(prompt: str, teacher: Callable[[], Any]) -> Reading:
     """The deterministic reading, and the teacher's (`teacher()` gives the LLM, started only then) when that
-    reading is unsure or would refuse the task it found: a refusal is the last resort.
+    reading is unsure or finds no task: a refusal is the last resort (the teacher's labels, when the prompt
+    holds them, can make a task of it).
 
     Raises:
-        NoTask: the prompt is empty or names no task (the teacher is not started).
+        NoTask: the prompt is empty or under three words (the teacher is not started), or names no task.
         TaskError: the task cannot be built even with the teacher's reading (see `read_task`).
     """
     try:
-        reading = read_task(prompt)
+        reading = read_task(prompt, check=False)
     except NoTask:
-        raise
-    except TaskError:
-        return read_task(prompt, teacher())
-    if not reading.unsure:
-        return reading
-    try:
-        return read_task(prompt, teacher())
-    except TaskError:  # the teacher's vote tipped it to a task that cannot be built: the prompt's own reading
-        return reading
+        if len((prompt or "").split()) < 3:  # empty, or too short to hold a task the teacher could ground
+            raise
+        reading = None
+    if reading is None or reading.unsure:
+        reading = read_task(prompt, teacher(), check=False)
+    check_supported(reading.spec, prompt, reading.why)
+    return reading
 
 
 def parse_task(prompt: str, llm: Any | None = None) -> TaskSpec:
