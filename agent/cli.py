@@ -381,7 +381,7 @@ def bench(task_dir: str, out_file: str, limit: int, no_ceiling: bool, no_teacher
 
 register_search_commands(cli)
 register_run_commands(cli)
-register_parse_commands(cli)
+register_parse_commands(cli, _llm_options)
 register_doctor(cli)
 register_chat_commands(cli, _run_options, _options)
 

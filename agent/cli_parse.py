@@ -6,6 +6,7 @@ import collections
 import contextlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -237,9 +238,7 @@ def bench_parse(corpus: str, no_llm: bool, out_file: str | None, llm_url: str | 
         click.echo(f"rows: {out_file}")
 
 
-def register(cli: click.Group) -> None:
-    # imported here, not at the top: agent/cli.py imports this module before it defines _llm_options
-    from p2m.agent.cli import _llm_options
-
-    cli.add_command(_llm_options(parse))
-    cli.add_command(_llm_options(bench_parse))
+def register(cli: click.Group, llm_options: Callable[[Any], Any]) -> None:
+    """Add `parse` and `bench-parse` to the CLI, with the teacher options of agent/cli.py."""
+    cli.add_command(llm_options(parse))
+    cli.add_command(llm_options(bench_parse))
