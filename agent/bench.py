@@ -277,4 +277,9 @@ def format_result(r: dict[str, Any]) -> str:
         + teacher
         + f"  pipeline {p['seconds']:.0f}s, {p['examples_generated']} generated, {p['examples_kept']} kept,"
         f" {p['llm_calls']} LLM calls, {p['llm_tokens']} tokens"
+        + (
+            f"; failed attempts: {failed}"
+            if (failed := ", ".join(f"{n} {k}" for k, n in sorted(p.get("llm_failures", {}).items())))
+            else ""
+        )
     )
