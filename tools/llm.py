@@ -286,7 +286,7 @@ class LLMClient:
                     break
                 self._failure(purpose, kind)
                 if attempt >= self.max_retries:
-                    raise self._gave_up(kind, problem, where, attempt + 1) from error
+                    raise self._gave_up(kind, problem, where, attempt + 1, slot.server is not None) from error
                 time.sleep(self._wait(error, attempt))
                 attempt += 1
         finally:
@@ -310,12 +310,12 @@ class LLMClient:
             pass
         return min(8.0, self.backoff * 2**attempt) * (0.75 + random.random() / 2)
 
-    def _gave_up(self, kind: str, problem: str, where: str, tries: int) -> LLMError:
+    def _gave_up(self, kind: str, problem: str, where: str, tries: int, embedded: bool) -> LLMError:
         """The error for a request whose tries all failed: fatal when the endpoint looks down."""
         with self._ledger_lock:
             self._failed_in_row += 1
             in_row, answered = self._failed_in_row, self._ever_answered
-        if kind == "connection" and not answered:
+        if kind == "connection" and not answered and not embedded:
             return LLMError(
                 f"cannot reach the LLM at {where}; check --llm / OPENAI_BASE_URL,"
                 " or leave them unset to use the embedded teacher"

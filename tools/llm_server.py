@@ -172,6 +172,7 @@ class EmbeddedServer:
         self.self_test: dict[str, Any] = {}  # the start check's tokens and seconds
         self._log = None
         self._temp_log = False
+        self._atexit = False
 
     @property
     def base_url(self) -> str:
@@ -218,7 +219,9 @@ class EmbeddedServer:
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        atexit.register(self.stop)
+        if not self._atexit:  # once, however often it restarts
+            atexit.register(self.stop)
+            self._atexit = True
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
