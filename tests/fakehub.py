@@ -9,13 +9,16 @@ Unknown repos get 404 with `X-Error-Code: RepoNotFound` (-> `RepositoryNotFoundE
 
 The catalog is read lazily from a hub-snapshot folder (`datasets.jsonl`, `models.jsonl`): row i gets
 lastModified = 2023-01-01 + i hours and sha = sha1(id); snapshot repos serve a `.gitattributes` and a
-README.md made from their card. `add_dataset_files` adds repos with real files (newer than any row).
+README.md made from their card. `add_dataset_files` and `add_model_files` add repos with real files (newer
+than any row); a model repo with files also answers `config` (model_type, architectures from its config.json)
+and `safetensors` (parameter counts read from the safetensors headers), as the Hub does.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import socket
 import sys
@@ -114,6 +117,8 @@ class Repo:
         out["tags"] = self.tags
         if self.kind == "model":
             out.update(modelId=rid, **{k: meta.get(k) for k in ("pipeline_tag", "library_name")})
+            if self._files is not None:  # only repos added with real files: snapshot rows stay as they were
+                out.update(_model_files_info(self._files))
         elif full:
             out.update(description=meta["description"] or "", key="")
         if self.card and (card or (full and self.kind == "dataset")):
@@ -124,6 +129,25 @@ class Repo:
                 for p, d in sorted(self.files.items())
             ]
         return out
+
+
+def _model_files_info(files: dict[str, bytes]) -> dict[str, Any]:
+    """`config` and `safetensors` of a model repo's info, computed from its files like the Hub does."""
+    out: dict[str, Any] = {}
+    with suppress(ValueError, KeyError):
+        config = json.loads(files["config.json"])
+        out["config"] = {k: config[k] for k in ("model_type", "architectures") if k in config}
+    counts: dict[str, int] = {}
+    for path, data in files.items():
+        if path.endswith(".safetensors") and len(data) >= 8:
+            with suppress(ValueError):
+                header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+                for name, t in header.items():
+                    if name != "__metadata__":
+                        counts[t["dtype"]] = counts.get(t["dtype"], 0) + math.prod(t["shape"])
+    if counts:
+        out["safetensors"] = {"parameters": counts, "total": sum(counts.values())}
+    return out
 
 
 def _dataset_repo(row: dict[str, Any], i: int) -> Repo:
@@ -190,6 +214,34 @@ class FakeHub:
             newest = max((r.modified for r in repos.values()), default=EPOCH) + timedelta(minutes=1)
             meta = {"description": body.strip(), "downloads": downloads, "tags": []}
             repo = Repo("dataset", repo_id, card, meta, max(newest, EPOCH + timedelta(days=365)))
+            repo.set_files(merged)
+            repos[repo_id] = repo
+            return repo
+
+    def add_model_files(
+        self,
+        repo_id: str,
+        files: dict[str, bytes | str],
+        *,
+        pipeline_tag: str | None = None,
+        library_name: str | None = "transformers",
+        tags: list[str] | None = None,
+        downloads: int = 0,
+    ) -> Repo:
+        """Add a model repo with these files (config.json, *.safetensors, tokenizer files, README.md, ...).
+
+        Its card (license, language, ...) is README.md's front matter; its `tags` get the library, the
+        pipeline tag, the card's language and `license:...`, as on the Hub.
+        """
+        repos = self.repos("model")
+        with self._lock:
+            merged = {".gitattributes": GITATTRIBUTES}
+            merged.update({p: d.encode() if isinstance(d, str) else d for p, d in files.items()})
+            card, body = _split_readme(merged.get("README.md", b"").decode("utf-8", "replace"))
+            newest = max((r.modified for r in repos.values()), default=EPOCH) + timedelta(minutes=1)
+            meta = {"description": body.strip(), "downloads": downloads, "likes": 0, "tags": tags or []}
+            meta.update(pipeline_tag=pipeline_tag, library_name=library_name)
+            repo = Repo("model", repo_id, card, meta, max(newest, EPOCH + timedelta(days=365)))
             repo.set_files(merged)
             repos[repo_id] = repo
             return repo
@@ -350,9 +402,11 @@ class _Handler(BaseHTTPRequestHandler):
         if fault and hub._stop.wait(fault["seconds"]):
             return  # the hub is closing
         full, card = arg("full").lower() == "true", arg("cardData").lower() == "true"
-        data = [r.entry(full=full, card=card) for r in page]
-        if expand := q.get("expand"):
+        if expand := q.get("expand"):  # exactly the properties asked for, cardData and siblings included
+            data = [r.entry(full=True, card=True) for r in page]
             data = [{k: v for k, v in e.items() if k in (*expand, "_id", "id")} for e in data]
+        else:
+            data = [r.entry(full=full, card=card) for r in page]
         headers = {}
         if offset + len(page) < total:
             params = [(k, v) for k, vs in q.items() if k != "cursor" for v in vs]
