@@ -8,9 +8,7 @@ Both go behind one facade: `train_student(...)` returns the fitted student and i
 from __future__ import annotations
 
 import json
-import math
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import numpy as np
 from p2m.errors import ConfigError
 from p2m.tools.embed import default_student_path, embed
 from p2m.tools.evaluate import classification_report
+from p2m.tools.trainloop import LoopConfig, length_batches, lr_at, seed_torch, train_loop
 from p2m.tools.types import EvalReport
 
 __all__ = [
@@ -68,14 +67,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def lr_at(step: int, total: int, peak: float, warmup: float) -> float:
-    """Linear warm-up to `peak`, then linear decay to 0 — a pure function of the step."""
-    warm = max(1, int(total * warmup))
-    if step < warm:
-        return peak * (step + 1) / warm
-    return peak * max(0.0, (total - step) / max(1, total - warm))
 
 
 class QuickStudent:
@@ -177,7 +168,7 @@ class FinetunedStudent:
         id2label = self.model.config.id2label
         preds: list[str] = [""] * len(texts)
         with torch.inference_mode():
-            for idx in _length_batches(texts, batch_size):
+            for idx in length_batches(texts, batch_size):
                 enc = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=self.max_length,
                                      padding=True, return_tensors="pt")  # fmt: skip
                 for i, p in zip(idx, self.model(**enc).logits.argmax(-1).tolist(), strict=True):
@@ -196,12 +187,6 @@ class _HeadStudent(FinetunedStudent):
 
 
 MAX_TOKENS = 128  # all-MiniLM-L6-v2 was trained on 128-token inputs; embeddings and students use the same
-
-
-def _length_batches(texts: list[str], batch_size: int) -> list[list[int]]:
-    """Indexes in batches of similar length: less padding, faster CPU inference."""
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
 
 def quantize_for_cpu(model: Any) -> Any:
@@ -284,15 +269,10 @@ def finetune(
     labels as targets: distillation from another student, e.g. the quick trial with its label prior.
     """
     import torch
-    from tqdm.auto import tqdm
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
-    # seed, device, threads
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    # seed, model, data
+    seed_torch(config.seed, config.threads or os.cpu_count() or 1)
     base = str(base or default_student_path())
     label2id = {label: i for i, label in enumerate(labels)}
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -303,55 +283,29 @@ def finetune(
     texts = [x for x, _ in train]
     targets = torch.tensor([label2id[y] for _, y in train])
     soft_targets = torch.tensor(soft, dtype=torch.float32) if soft is not None else None
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total = steps_per_epoch * config.epochs
     no_decay = [p for n, p in model.named_parameters() if "bias" in n or "LayerNorm" in n]
     decay = [p for n, p in model.named_parameters() if not ("bias" in n or "LayerNorm" in n)]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.lr,
     )
-    best: tuple[tuple[float, float], dict[str, Any], EvalReport, int] | None = None
-    step, start = 0, time.perf_counter()
-    bar = tqdm(total=total, desc="fine-tune", unit="step", disable=not progress, leave=False)
-    for epoch in range(config.epochs):
-        model.train()
-        perm = rng.permutation(len(train))
-        for s in range(0, len(perm), config.batch_size):
-            idx = perm[s : s + config.batch_size]
-            enc = tokenizer(
-                [texts[i] for i in idx],
-                truncation=True,
-                max_length=config.max_length,
-                padding=True,
-                return_tensors="pt",
-            )
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, total, config.lr, config.warmup)
-            if soft_targets is None:
-                loss = model(**enc, labels=targets[idx]).loss
-            else:
-                logp = torch.log_softmax(model(**enc).logits, -1)
-                loss = -(soft_targets[idx] * logp).sum(-1).mean()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
-        # evaluate every epoch, keep the best
+
+    def loss_of(idx: np.ndarray) -> torch.Tensor:
+        enc = tokenizer([texts[i] for i in idx], truncation=True, max_length=config.max_length,
+                        padding=True, return_tensors="pt")  # fmt: skip
+        if soft_targets is None:
+            return model(**enc, labels=targets[idx]).loss
+        return -(soft_targets[idx] * torch.log_softmax(model(**enc).logits, -1)).sum(-1).mean()
+
+    def evaluate(epoch: int, loss: float) -> dict[str, Any]:
         report = classification_report(
             [y for _, y in val], student.predict([x for x, _ in val]), labels, [x for x, _ in val]
         )
-        key = (report.score, report.scores.get("macro_f1", 0.0))
-        if best is None or key > best[0]:
-            best = (key, {k: v.detach().clone() for k, v in model.state_dict().items()}, report, epoch + 1)
-    bar.close()
-    _, state, report, best_epoch = best
-    model.load_state_dict(state)
-    return (
-        student,
-        report,
-        {**config.to_dict(), "best_epoch": best_epoch, "seconds": time.perf_counter() - start},
-    )
+        return {"accuracy": report.score, "macro_f1": report.scores.get("macro_f1", 0.0), "report": report}
+
+    loop = LoopConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                      warmup=config.warmup, seed=config.seed)  # fmt: skip
+    result = train_loop(model, opt, len(train), loss_of, evaluate, loop,
+                        score=lambda e: (e["accuracy"], e["macro_f1"]), progress=progress)  # fmt: skip
+    params = {**config.to_dict(), "best_epoch": result.best_epoch, "seconds": result.seconds}
+    return student, result.best["report"], params

