@@ -178,6 +178,23 @@ def test_student_choice_is_local_first_and_fits_memory(built) -> None:
     assert choose_student(None, spec, memory_bytes=10)[1].endswith("built-in default for classification")
 
 
+def test_student_choice_without_an_index_comes_from_the_catalogue(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_cache"))  # no models from this machine's cache
+    spec = TaskSpec("Classify tickets as billing or bug", labels=["billing", "bug"])
+    cand, why = choose_student(None, spec, memory_bytes=4_000_000_000)
+    assert (cand.id, cand.metadata["student"], cand.metadata["local"]) == (
+        "sentence-transformers/all-MiniLM-L6-v2", "minilm-lr", True)  # fmt: skip
+    assert why.startswith("sentence-transformers/all-MiniLM-L6-v2 (minilm-lr): on this machine, 182 MB")
+    qa = choose_student(None, TaskSpec("Answer from the passage", task_type="extractive_qa"))[0]
+    assert qa.metadata["student"] == "qa-reader"
+    gen = TaskSpec("Turn a record into a sentence", task_type="data_to_text")
+    cand, why = choose_student(None, gen, memory_bytes=4_000_000_000)
+    assert (cand.id, cand.metadata["student"]) == ("HuggingFaceTB/SmolLM2-135M-Instruct", "smollm-lora")
+    cand, why = choose_student(None, gen, memory_bytes=300_000_000)  # nothing fits: the built-in default
+    assert cand.id == "HuggingFaceTB/SmolLM2-135M-Instruct" and cand.score == 0.0
+    assert why == "HuggingFaceTB/SmolLM2-135M-Instruct: the built-in default for data_to_text"
+
+
 def test_empty_index_says_how_to_fill_it(tmp_path) -> None:
     with pytest.raises(ConfigError, match="p2m index build"):
         search(VectorIndex(tmp_path / "i"), "anything", "datasets")

