@@ -20,6 +20,7 @@ from p2m.tools import hubindex
 from p2m.tools.models import DEFAULT_LICENCES, MINILM, SMOLLM, ModelCandidate, candidates, fetch_model
 from p2m.tools.types import TASK_TYPES
 from tests.fakehub import FakeHub
+from tests.helpers import closed_port
 
 GEN = ("text_to_code", "data_to_text", "text_generation")
 SHIPPED_STUDENTS = {
@@ -275,3 +276,13 @@ def test_index_and_hub_candidates(hub: FakeHub, tiny_bert: SimpleNamespace, tmp_
         candidates("classification", index, online=True, memory_bytes=1_000_000_000, embed_fn=fake_embed)
     )
     assert small["org/indexed-roberta"][0].why_not == "needs 3.0 GB to train, 1.0 GB available"
+
+
+def test_an_unreachable_hub_leaves_the_local_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    start = time.monotonic()
+    cands = candidates("classification", online=True)
+    assert {c.source for c in cands} == {"shipped"} and cands[0].fits
+    assert time.monotonic() - start < 10  # one refused request, not huggingface_hub's five retries

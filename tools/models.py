@@ -276,9 +276,8 @@ def _students(m: ModelCandidate, task_type: str) -> tuple[list[str], str | None]
 
 def _kind(m: ModelCandidate) -> str:
     what = {"encoder": "an encoder", "decoder": "a decoder", "seq2seq": "an encoder-decoder"}
-    return what.get(m.architecture or "", "an unknown architecture") + (
-        f" ({m.model_type})" if m.model_type else ""
-    )
+    name = what.get(m.architecture or "", "an unknown architecture")
+    return f"{name} ({m.model_type})" if m.model_type else name
 
 
 def _licence(licence: str | None, allowed: tuple[str, ...]) -> tuple[str | None, str | None]:
@@ -287,10 +286,8 @@ def _licence(licence: str | None, allowed: tuple[str, ...]) -> tuple[str | None,
     if any(fnmatch(p, pat) for p in parts for pat in allowed):
         return None, None
     if not parts or set(parts) <= _UNKNOWN_LICENCES:
-        return (
-            None,
-            f"licence {licence or 'unknown'}: read the model card before shipping a model built on it",
-        )
+        note = f"licence {licence or 'unknown'}: read the model card before shipping a model built on it"
+        return None, note
     return f"licence {licence} is not in the allowed list", None
 
 
@@ -298,10 +295,10 @@ def _architecture(
     model_type: str | None, architectures: Iterable[str] | None, hints: Iterable[str] = ()
 ) -> str | None:
     """encoder / decoder / seq2seq from config.json's model_type and architectures, else from tags, names."""
+    kinds = (("encoder", _ENCODERS), ("decoder", _DECODERS), ("seq2seq", _SEQ2SEQ))
     mt = (model_type or "").lower().replace("_", "-")
-    for kind, types in (("encoder", _ENCODERS), ("decoder", _DECODERS), ("seq2seq", _SEQ2SEQ)):
-        if mt in types:
-            return kind
+    if found := next((kind for kind, types in kinds if mt in types), None):
+        return found
     for arch in architectures or []:
         if arch.endswith("ForCausalLM"):
             return "decoder"
@@ -311,10 +308,10 @@ def _architecture(
             r"For(MaskedLM|SequenceClassification|TokenClassification|QuestionAnswering)$|Model$", arch
         ):
             return "encoder"
-    words = [w for h in hints if h for w in [h.lower().replace("_", "-"), *re.split(r"[/_.\s]+", h.lower())]]
-    for kind, types in (("encoder", _ENCODERS), ("decoder", _DECODERS), ("seq2seq", _SEQ2SEQ)):
-        if any(w in types for w in words):
-            return kind
+    # tags ("bert", "xlm-roberta"), the name's words ("org/tiny-gpt2"), then the pipeline tag
+    words = [w for h in hints if h for w in (h.lower().replace("_", "-"), *re.split(r"[-/_.\s]+", h.lower()))]
+    if found := next((kind for kind, types in kinds if any(w in types for w in words)), None):
+        return found
     return next((_PIPELINE_ARCH[w] for w in words if w in _PIPELINE_ARCH), None)
 
 
@@ -415,21 +412,23 @@ def _indexed(
 def _from_hub(task_type: str, k: int) -> list[ModelCandidate]:
     """The Hub's most downloaded models for the task's pipeline tag; none when the Hub cannot be reached."""
     import httpx2
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub import ModelInfo, constants
 
-    from p2m.tools.hubindex import _hub_timeout
-
+    # one request, no retries: the listing is an extra, and huggingface_hub's client would retry an
+    # unreachable Hub 5 times (≈ 25 s) before the local candidates could be returned
     endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-    api = HfApi(endpoint=endpoint, token=os.environ.get("HF_TOKEN") or None)
+    token = os.environ.get("HF_TOKEN")
     expand = ["downloads", "tags", "pipeline_tag", "library_name", "safetensors", "config", "cardData"]
-    out = []
+    query = [("pipeline_tag", _HUB_PIPELINE.get(task_type, "text-generation")), ("sort", "downloads"),
+             ("direction", "-1"), ("limit", str(k)), *(("expand", e) for e in expand)]  # fmt: skip
     try:
-        with _hub_timeout(float(os.environ.get("P2M_HUB_TIMEOUT", "30"))):
-            infos = list(api.list_models(pipeline_tag=_HUB_PIPELINE.get(task_type, "text-generation"),
-                                         sort="downloads", limit=k, expand=expand))  # fmt: skip
-    except (HfHubHTTPError, httpx2.HTTPError, OSError):
+        reply = httpx2.get(f"{endpoint}/api/models", params=query, follow_redirects=True,
+                           headers={"Authorization": f"Bearer {token}"} if token else {},
+                           timeout=float(os.environ.get("P2M_HUB_TIMEOUT", "10")))  # fmt: skip
+        infos = [ModelInfo(**item) for item in reply.raise_for_status().json()]
+    except (httpx2.HTTPError, ValueError, TypeError, KeyError):
         return []  # offline in fact, or the Hub is down: the local candidates still stand
+    out = []
     for info in infos:
         config = getattr(info, "config", None) or {}
         tags = list(getattr(info, "tags", None) or [])
