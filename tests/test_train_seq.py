@@ -9,6 +9,7 @@ import pytest
 
 from p2m.errors import ConfigError, DataError
 from p2m.tools import train_seq as ts
+from p2m.tools.students import generator
 from p2m.tools.train_seq import (
     GEN_TEMPLATE,
     GenStudent,
@@ -95,9 +96,9 @@ class _CharTokenizer:
 
 def test_loss_is_on_the_output_and_eos_only():
     cfg = SeqTrainConfig(max_input_tokens=5, max_output_tokens=3)
-    ids, n_prompt = ts._encode_pair(_CharTokenizer(), "abcdefgh", "xyzw", cfg)
+    ids, n_prompt = ts.encode_pair(_CharTokenizer(), "abcdefgh", "xyzw", cfg)
     assert ids == [ord(c) for c in "defgh"] + [ord(c) for c in " xy"] + [0] and n_prompt == 5
-    batch = ts._lm_batch([(ids, n_prompt), ([7, 8, 9], 2)], pad_id=1)
+    batch = ts.lm_batch([(ids, n_prompt), ([7, 8, 9], 2)], pad_id=1)
     assert batch["labels"][0].tolist() == [-100] * 5 + ids[5:]
     assert batch["labels"][1].tolist() == [-100, -100, 9] + [-100] * 6
     assert batch["input_ids"][1].tolist() == [7, 8, 9] + [1] * 6
@@ -116,8 +117,8 @@ def _minilm_tokenizer():
 def test_span_labels_point_at_the_answer_tokens_or_cls():
     tok = _minilm_tokenizer()
     passage = "The capital of France is Paris and it is large."
-    enc = ts._qa_windows(tok, ["What is the capital?", "Unrelated?"], [passage, "No answer here."])
-    start, end = ts._span_labels(enc, [answer_span(passage, "Paris"), (100, 105)])
+    enc = ts.qa_windows(tok, ["What is the capital?", "Unrelated?"], [passage, "No answer here."])
+    start, end = ts.span_labels(enc, [answer_span(passage, "Paris"), (100, 105)])
     assert tok.decode(enc["input_ids"][0][start[0] : end[0] + 1]) == "paris"
     assert (start[1], end[1]) == (0, 0)
 
@@ -125,9 +126,9 @@ def test_span_labels_point_at_the_answer_tokens_or_cls():
 def test_long_passages_are_windowed_with_labels_in_the_right_window():
     tok = _minilm_tokenizer()
     passage = " ".join(f"word{i}" for i in range(400)) + " The code is zebra."
-    enc = ts._qa_windows(tok, ["What is the code?"], [passage])
+    enc = ts.qa_windows(tok, ["What is the code?"], [passage])
     assert len(enc["input_ids"]) > 1
-    start, end = ts._span_labels(enc, [answer_span(passage, "zebra")])
+    start, end = ts.span_labels(enc, [answer_span(passage, "zebra")])
     assert (
         start[:-1].tolist() == [0] * (len(start) - 1)
         and tok.decode(enc["input_ids"][-1][start[-1]]) == "zebra"
@@ -141,7 +142,7 @@ def test_best_span_is_valid_and_inside_the_passage():
     start = torch.tensor([[9.0, 0, 1, 5, 0, 9]])
     end = torch.tensor([[9.0, 0, 3, 1, 2, 9]])
     # (3, 2) would score 8 but ends before it starts; [CLS]/question/[SEP] tokens are never chosen
-    assert ts._best_spans(start, end, ctx) == [(7.0, 3, 4)]
+    assert ts.best_spans(start, end, ctx) == [(7.0, 3, 4)]
 
 
 def test_load_needs_the_metadata(tmp_path):
@@ -204,7 +205,7 @@ def test_greedy_decode_matches_generate_and_drops_finished_rows(monkeypatch):
     """Rows leave the batch at their stop token; every row's answer is what `model.generate` gives it."""
     import torch
 
-    monkeypatch.setattr(ts, "LOOP_NGRAM", 10_000)  # compare without the loop cut
+    monkeypatch.setattr(generator, "LOOP_NGRAM", 10_000)  # compare without the loop cut
     model = _tiny_llama(50)
     rows = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15], [16]]
     ids, mask = _left_padded(rows)
@@ -234,9 +235,9 @@ def test_greedy_decode_cuts_a_looping_answer(monkeypatch):
     model = _tiny_llama(12, seed=1)
     ids, mask = _left_padded([[1, 2, 3], [4, 5], [6, 7, 8, 9]])
     with torch.inference_mode():
-        monkeypatch.setattr(ts, "LOOP_NGRAM", 10_000)
+        monkeypatch.setattr(generator, "LOOP_NGRAM", 10_000)
         full = ts.greedy_decode(model, ids, mask, 40, [0])
-        monkeypatch.setattr(ts, "LOOP_NGRAM", 3)
+        monkeypatch.setattr(generator, "LOOP_NGRAM", 3)
         cut = ts.greedy_decode(model, ids, mask, 40, [0])
     assert any(len(c) < len(f) for c, f in zip(cut, full, strict=True)), "nothing looped"
     for c, f in zip(cut, full, strict=True):

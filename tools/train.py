@@ -18,6 +18,7 @@ import numpy as np
 from p2m.errors import ConfigError
 from p2m.tools.embed import default_student_path, embed
 from p2m.tools.evaluate import classification_report
+from p2m.tools.students.common import quantize_for_cpu
 from p2m.tools.trainloop import LoopConfig, length_batches, lr_at, seed_torch, train_loop
 from p2m.tools.types import EvalReport
 
@@ -29,6 +30,8 @@ __all__ = [
     "finetune",
     "load_student",
     "lr_at",
+    "label_prototypes",
+    "quantize_for_cpu",
 ]
 
 
@@ -187,21 +190,6 @@ class _HeadStudent(FinetunedStudent):
 
 
 MAX_TOKENS = 128  # all-MiniLM-L6-v2 was trained on 128-token inputs; embeddings and students use the same
-
-
-def quantize_for_cpu(model: Any) -> Any:
-    """int8 dynamic quantization of the Linear layers for CPU inference.
-
-    Measured here on the AG News development rows: 2.3× faster per example (10.9 → 4.8 ms) for the
-    fine-tuned student, accuracy 0.693 → 0.690. The saved model stays float32.
-    """
-    import warnings
-
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def load_student(folder: str | Path, fast: bool = True) -> QuickStudent | FinetunedStudent:
