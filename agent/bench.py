@@ -15,13 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from p2m.agent.pipeline import RunOptions, run_pipeline
+from p2m.agent.options import RunOptions
+from p2m.agent.planner import PlanOptions, run_planner
 from p2m.errors import ConfigError, DataError
 from p2m.tools.evaluate import classification_report, load_jsonl_pairs, load_jsonl_refs
 from p2m.tools.llm import EMBEDDED_MODEL, open_llm
 from p2m.tools.parse import parse_task
 from p2m.tools.prompts import load_prompt
-from p2m.tools.train import finetune, label_prototypes, load_student, train_quick
+from p2m.tools.train import load_student
 from p2m.tools.types import TASK_TYPES
 
 __all__ = ["run_bench", "format_result", "load_task", "CEILING_MAX_ROWS"]
@@ -107,16 +108,25 @@ def _ceiling(
     data = data[:CEILING_MAX_ROWS]
     n_val = max(len(labels), len(data) // 7)
     train, val = data[n_val:], data[:n_val]
-    # The same recipe as the pipeline's train stage, on real rows.
-    quick, qrep, _ = train_quick(
-        train, val, labels, prior=label_prototypes(labels, parse_task(task["prompt"]).input_kind)
+    # The same students as a run's first round (the task kind's), on real rows; the better on validation.
+    from p2m.tools.kinds import TrainSettings, kind_for
+
+    kind = kind_for("classification")
+    spec = parse_task(task["prompt"])
+    spec.labels = labels
+    settings = TrainSettings(
+        epochs=options.train.epochs, seed=options.train.seed, extra=options.train.to_dict()
     )
-    best, name = (quick, qrep), "quick-trial"
-    if options.finetune:
-        soft = quick.probabilities([x for x, _ in train])
-        ft, frep, _ = finetune(train, val, labels, options.train, progress=progress, soft=soft)
-        if frep.score >= qrep.score:
-            best, name = (ft, frep), "finetune"
+    names = kind.default_students(spec) if options.finetune else kind.default_students(spec)[:1]
+    earlier: dict[str, Any] = {}
+    best = None
+    for name in names:
+        student, _ = kind.train(name, train, val, spec, settings, progress=progress, earlier=earlier)
+        earlier[name] = student
+        vrep = classification_report([y for _, y in val], student.predict([x for x, _ in val]), labels)
+        if best is None or vrep.score >= best[1].score:
+            best, name_kept = (student, vrep), name
+    name = name_kept
     preds = best[0].predict([x for x, _ in rows])
     rep = classification_report([y for _, y in rows], preds, labels)
     return {"score": rep.score, "macro_f1": rep.scores["macro_f1"], "n_train": len(train), "selected": name}
@@ -134,7 +144,7 @@ def run_bench(
     progress: bool = True,
     plan: Any = None,
 ) -> dict[str, Any]:
-    """Run one bench task and write its result JSON to `out_file` (with the planner when `plan` is given).
+    """Run one bench task through the planner (`plan`, default PlanOptions()) and write its result JSON.
 
     `teacher=False` skips the teacher's zero-shot baseline (for repeated runs of a task whose baseline
     is already measured); the result then has `teacher: null` and no speed-up.
@@ -142,10 +152,6 @@ def run_bench(
     task_dir = Path(task_dir)
     task = load_task(task_dir)
     seq = task["task_type"] != "classification"
-    if seq and plan is not None:
-        raise ConfigError(
-            f"{task['name']}: the planner decides for classification only; bench it without --target/--planner"
-        )
     if limit < 1:
         raise ConfigError(f"--limit must be at least 1 (test rows to score), not {limit}")
     # every reference of a row for the generative types; the first one (the label) for classification;
@@ -170,17 +176,12 @@ def run_bench(
         )
         raise ConfigError(f"cannot write {out_file} ({why or e}); choose another --out") from e
     start = time.perf_counter()
-    if plan is not None:
-        from p2m.agent.planner import run_planner
-
-        res = run_planner(task["prompt"], options, plan, progress=progress)
-    else:
-        res = run_pipeline(task["prompt"], options, progress=progress)
+    res = run_planner(task["prompt"], options, plan or PlanOptions(target=target), progress=progress)
     pipeline_seconds = time.perf_counter() - start
     if seq:
         from p2m.agent.bench_seq import student_seq, teacher_zero_shot_seq
 
-        stud = student_seq(task, rows, res.folder / "model")
+        stud = student_seq(task, rows, res.folder / "model", res.report["student"]["base"])
         stud["params"] = _count_params(res.folder / "model")
         zero_shot = teacher_zero_shot_seq(task, rows, options, progress) if teacher else None
         result = _result(
@@ -201,7 +202,7 @@ def run_bench(
     stud = {
         "score": srep.score,
         "ms_per_example": round(student_ms, 3),
-        "model": f"all-MiniLM-L6-v2 ({report['student']['kind']})",
+        "model": f"{report['student']['base']} ({report['student']['kind']})",
         "params": params,
         "macro_f1": srep.scores["macro_f1"],
     }
@@ -214,6 +215,12 @@ def _result(task: dict, rows: list, res: Any, stud: dict, zero_shot: dict | None
             target: float | None, student_ms: float) -> dict[str, Any]:  # fmt: skip
     report = res.report
     gen, cur = report["data"]["generation"], report["data"]["curation"]
+    est = report.get("estimates") or {}
+    teacher_est, real_est = est.get("teacher") or {}, est.get("real")
+    stud = {**stud, "validation": {
+        "teacher": {"score": teacher_est.get("score"), "rows": teacher_est.get("rows", 0)},
+        "real": {k: real_est[k] for k in ("score", "rows", "low", "high")} if real_est else
+        {"score": None, "rows": 0, "low": None, "high": None}}}  # fmt: skip
     return {
         "task": task["name"],
         "metric": task["metric"],
@@ -231,7 +238,10 @@ def _result(task: dict, rows: list, res: Any, stud: dict, zero_shot: dict | None
             "llm_failures": report["cost"].get("failures", {}),
             "kept_per_second": gen.get("kept_per_second"),
             "validation_score": report["validation"]["score"],
-            "decisions": [{"action": d["action"], "by": d["by"]} for d in report["decisions"]],
+            "decisions": [
+                {"action": d["action"], "by": d["by"], "reason": d["reason"]} for d in report["decisions"]
+            ],
+            "models_tried": report.get("models_tried", []),
             "planner": report.get("planner"),
         },
         "run": res.run_id,
@@ -270,10 +280,23 @@ def format_result(r: dict[str, Any]) -> str:
         if t
         else f"  teacher  —   (skipped: --no-teacher)\n  ceiling  {ceil}   (same student on train.jsonl)\n"
     )
+    v = r["student"].get("validation") or {}
+    real, tw = v.get("real") or {}, v.get("teacher") or {}
+    val = (
+        f"  validation: real rows {real['score']:.3f} on {real['rows']} (90%: {real['low']:.2f}–{real['high']:.2f}),"
+        if real.get("rows")
+        else "  validation: no real rows,"
+    )
+    val += (
+        f" teacher-written rows {tw['score']:.3f} on {tw['rows']}\n"
+        if tw.get("rows")
+        else " no teacher-written rows\n"
+    )
     return (
         f"\n{r['task']} ({r['metric']}, {r['n_test']} test rows)\n"
         f"  student  {r['student']['score']:.3f}   {r['student']['ms_per_example']:.2f} ms/ex"
         f"{' (batched)' if r['student'].get('batched') else ''}   {r['student']['model']}\n"
+        + val
         + teacher
         + f"  pipeline {p['seconds']:.0f}s, {p['examples_generated']} generated, {p['examples_kept']} kept,"
         f" {p['llm_calls']} LLM calls, {p['llm_tokens']} tokens"

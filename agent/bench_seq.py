@@ -57,9 +57,10 @@ def _cut(student: Any) -> str:
     return f", cut to {len(kept)} layers" if student.meta.get("config", {}).get("layers") else ""
 
 
-def student_seq(task: dict[str, Any], rows: list[tuple[str, list[str]]], model_dir: Path) -> dict[str, Any]:
+def student_seq(
+    task: dict[str, Any], rows: list[tuple[str, list[str]]], model_dir: Path, base: str
+) -> dict[str, Any]:
     """The deployed sequence student on the test rows, timed batched after an untimed warm-up."""
-    from p2m.agent.pipeline_seq import student_base
     from p2m.tools.train_seq import load_seq_student
 
     student = load_seq_student(model_dir)
@@ -73,6 +74,6 @@ def student_seq(task: dict[str, Any], rows: list[tuple[str, list[str]]], model_d
         "scores": rep.scores,
         "ms_per_example": round(ms, 3),
         "batched": True,
-        "model": f"{student_base(student.kind)}{_cut(student)} ({student.kind})",
+        "model": f"{base}{_cut(student)} ({student.kind})",
         "errors": rep.errors[:10],
     }

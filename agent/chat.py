@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from p2m.agent.intents import HELP, LANGUAGES, Intent, llm_intent, looks_foreign, parse_intent
-from p2m.agent.pipeline import RunOptions, _Run, open_run, open_store
+from p2m.agent.options import RunOptions, open_run, open_store
 from p2m.agent.refine import (
     USER_DROP,
     compare,
@@ -29,6 +29,7 @@ from p2m.agent.refine import (
     sample,
     train_version,
 )
+from p2m.agent.run import Run
 from p2m.errors import ConfigError, P2MError
 from p2m.memory import ResponseCache, RunStore, home_dir
 from p2m.tools.parse import read_task_asking
@@ -496,7 +497,7 @@ class ChatSession:
         self.working_on = f"version {version} ({note})"
         what = f"writing examples for {', '.join(generate)}, then " if generate else ""
         self._say(f"Working on version {version}: {what}training …")
-        r = _Run(self.store, self.run_id, self.folder, "", self.options, False, self.llm)
+        r = Run(self.store, self.run_id, self.folder, "", self.options, False, self.llm)
         per_label = -(-self.options.gen.examples // max(1, len(spec.labels)))
         self._progress = (self.store.max_request_index(self.run_id) + 1, per_label * len(generate))
         rec = train_version(r, spec, version, generate, self.state["hints"], self.state["banned"])

@@ -78,14 +78,12 @@ def _run_options(f: Any) -> Any:
     f = click.option(
         "--no-finetune", is_flag=True, help="Only the quick trial (embeddings + logistic regression)."
     )(f)
-    f = click.option(
-        "--fast-student",
-        is_flag=True,
-        help="Generated text, code and records: also train SmolLM2 cut to 16 of its 30 layers (≈2× faster; "
-        "for data-to-text also on the full student's checked texts for new records) and deploy it when its "
-        "validation score is within 10% of the full one's. Off by default: on e2e_nlg it lost more on the "
-        "test rows than on validation (bench/RESULTS.md).",
-    )(f)
+    f = click.option("--student", "students", multiple=True, metavar="NAME",
+                     help="A student the first round trains (repeat for several; default: the task kind's, e.g. "
+                     "quick-trial and finetune; lora-16L = SmolLM2 cut to 16 layers). The planner may switch.")(f)  # fmt: skip
+    f = click.option("--max-latency-ms", type=float, metavar="MS",
+                     help="The deployed student's bound, ms per example (batched): the planner switches to a faster "
+                     "student when it is missed.")(f)  # fmt: skip
     f = click.option("--seed", type=int, default=0, show_default=True)(f)
     f = click.option("--no-retrieve", is_flag=True, help="Do not search the index for labelled data.")(f)
     f = click.option(
@@ -100,27 +98,23 @@ def _run_options(f: Any) -> Any:
 
 
 def _plan_options(f: Any) -> Any:
-    f = click.option(
-        "--max-rounds", type=int, default=6, show_default=True, help="Planner: at most N training rounds."
-    )(f)
+    f = click.option("--max-rounds", type=int, default=3, show_default=True,
+                     help="At most N training rounds (1 = the fixed recipe: generate, train, deploy).")(f)  # fmt: skip
     f = click.option("--decider", type=click.Choice(["auto", "llm", "rule"]), default="auto", show_default=True,
                      help="Planner decisions: the LLM (checked by a guard) or the rule policy; auto = LLM if --llm.")(f)  # fmt: skip
     f = click.option(
-        "--planner", "use_planner", is_flag=True, help="Let the planner decide rounds (implied by --target)."
+        "--planner", "use_planner", is_flag=True, hidden=True, help="(The planner always runs.)"
     )(f)
     f = click.option(
         "--budget-minutes", type=float, default=0.0, help="Planner: stop after this much work (0 = none)."
     )(f)
-    f = click.option("--target", type=float, help="Run the planner until this validation score (e.g. 0.9).")(
-        f
-    )
+    f = click.option("--target", type=float,
+                     help="Stop when this validation score is reached (e.g. 0.9; judged on real rows when ≥ 10).")(f)  # fmt: skip
     return f
 
 
 def _plan(kw: dict[str, Any]) -> Any:
-    """PlanOptions when the planner is asked for (--planner, --target or --budget-minutes), else None."""
-    if not (kw["use_planner"] or kw["target"] is not None or kw["budget_minutes"]):
-        return None
+    """The planner's options (every run goes through the planner)."""
     from p2m.agent.planner import PlanOptions
 
     return PlanOptions(target=kw["target"], budget_minutes=kw["budget_minutes"], budget_llm_calls=kw["budget_llm_calls"],
@@ -128,7 +122,7 @@ def _plan(kw: dict[str, Any]) -> Any:
 
 
 def _options(kw: dict[str, Any], eval_file: str | None = None, out: str | None = None) -> Any:
-    from p2m.agent.pipeline import RunOptions
+    from p2m.agent.options import RunOptions
     from p2m.tools.generate import GenConfig
     from p2m.tools.llm import LLMConfig
     from p2m.tools.train import TrainConfig
@@ -145,7 +139,8 @@ def _options(kw: dict[str, Any], eval_file: str | None = None, out: str | None =
         ),
         train=TrainConfig(epochs=kw["epochs"], seed=kw["seed"]),
         finetune=not kw["no_finetune"],
-        fast_student=kw["fast_student"],
+        students=list(kw["students"]) or None,
+        max_latency_ms=kw["max_latency_ms"],
         eval_file=eval_file,
         out=out,
         retrieve=not kw["no_retrieve"],
@@ -159,21 +154,36 @@ def _home(home: str | None) -> None:
         os.environ["P2M_HOME"] = str(Path(home).expanduser())
 
 
+def _estimates_lines(rep: dict[str, Any]) -> list[str]:
+    """Both validation estimates, real rows first (the teacher-written ones flatter the student)."""
+    from p2m.tools.validation import Estimate
+
+    est = rep.get("estimates") or {}
+    lines = []
+    for source in ("real", "teacher"):
+        e = est.get(source)
+        if e:
+            lines.append(f"  validation, {Estimate(**e).text()}")
+        elif source == "real":
+            lines.append("  validation on real rows: none (add examples to the prompt, or --eval FILE)")
+    return lines
+
+
 def _print_result(res: Any) -> None:
     rep = res.report
-    val = rep["validation"]
-    if res.spec.task_type != "classification":
-        scores = ", ".join(f"{k} {v:.3f}" for k, v in val["scores"].items())
-        click.echo(f"\nrun {res.run_id}: {res.spec.task_type}, {rep['student']['base']}, validation {scores}"
-                   f" on {val['n']} rows")  # fmt: skip
-        if rep.get("user_eval"):
-            u = rep["user_eval"]
-            click.echo(f"on --eval file: {u['metric']} {u['score']:.3f} ({u['n']} rows)")
-    else:
-        click.echo(f"\nrun {res.run_id}: {rep['student']['selected']} student, validation accuracy {val['score']:.3f}"
-                   f" (macro-F1 {val['scores']['macro_f1']:.3f}) on {val['n']} rows")  # fmt: skip
-    if rep.get("user_eval") and res.spec.task_type == "classification":
-        click.echo(f"on --eval file: accuracy {rep['user_eval']['score']:.3f} ({rep['user_eval']['n']} rows)")
+    st = rep["student"]
+    ms = f", {st['ms_per_example']:.1f} ms/example" if st.get("ms_per_example") else ""
+    click.echo(f"\nrun {res.run_id}: {res.spec.task_type}, student {st['selected']} ({st['base']}{ms})")
+    for line in _estimates_lines(rep):
+        click.echo(line)
+    if rep.get("user_eval"):
+        u = rep["user_eval"]
+        click.echo(f"  on the --eval file alone: {u['metric']} {u['score']:.3f} ({u['n']} rows)")
+    planner = rep.get("planner") or {}
+    if planner.get("rounds", 1) > 1 or (planner.get("stopped") and planner.get("max_rounds", 1) > 1):
+        click.echo(
+            f"planner: {planner['rounds']} round(s); stopped: {planner.get('stopped')}  (`p2m show {res.run_id}`)"
+        )
     cost = rep["cost"]
     failed = ", ".join(f"{n} {kind}" for kind, n in sorted((cost.get("failures") or {}).items()))
     click.echo(
@@ -228,7 +238,7 @@ def run(prompt: str | None, prompt_file: str | None, eval_file: str | None, out:
       Output: positive"
       p2m run -f examples/support_tickets.txt --eval my_tickets.jsonl
     """
-    from p2m.agent.pipeline import run_pipeline
+    from p2m.agent.planner import run_planner
 
     _home(home)
     if prompt_file:
@@ -242,14 +252,7 @@ def run(prompt: str | None, prompt_file: str | None, eval_file: str | None, out:
         except OSError as e:
             why = f"{e.strerror or e}; give the path of a UTF-8 text file, or '-' for stdin"
             raise click.ClickException(f"cannot read the prompt file {prompt_file}: {why}") from e
-    opts = _options(kw, eval_file, out)
-    plan = _plan(kw)
-    if plan is not None:
-        from p2m.agent.planner import run_planner
-
-        _print_result(run_planner(prompt or "", opts, plan, progress=not quiet))
-        return
-    _print_result(run_pipeline(prompt or "", opts, progress=not quiet))
+    _print_result(run_planner(prompt or "", _options(kw, eval_file, out), _plan(kw), progress=not quiet))
 
 
 @cli.command()
@@ -263,16 +266,10 @@ def resume(run_id: str, home: str | None, quiet: bool) -> None:
     Example:
       p2m resume 20261125-101500-classify-support-tickets
     """
-    from p2m.agent.pipeline import open_store, run_pipeline
+    from p2m.agent.planner import run_planner
 
     _home(home)
-    run = open_store().get_run(run_id)
-    if run is not None and "plan" in run["config"]:
-        from p2m.agent.planner import run_planner
-
-        _print_result(run_planner(resume=run_id, progress=not quiet))
-        return
-    _print_result(run_pipeline(resume=run_id, progress=not quiet))
+    _print_result(run_planner(resume=run_id, progress=not quiet))
 
 
 @cli.command()
@@ -281,7 +278,7 @@ def runs(home: str | None) -> None:
     """List runs, newest last."""
     import time
 
-    from p2m.agent.pipeline import open_store
+    from p2m.agent.options import open_store
 
     _home(home)
     rows = open_store().list_runs()

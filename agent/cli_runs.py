@@ -23,8 +23,8 @@ def show(run_id: str, home: str | None, no_plot: bool) -> None:
     Example:
       p2m show 20261125-101500-classify-support-tickets
     """
-    from p2m.agent.pipeline import open_store
-    from p2m.agent.planner import trajectory, write_plot
+    from p2m.agent.options import open_store
+    from p2m.agent.report import trajectory, write_plot
 
     if home:
         os.environ["P2M_HOME"] = str(Path(home).expanduser())

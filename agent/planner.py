@@ -1,19 +1,20 @@
-"""The planner: a LangGraph loop that trains, reads the evaluation, decides what to do next, and stops.
+"""The planner: the only way a run proceeds. A LangGraph loop over one `Run`, for every task kind.
 
-    prepare ─► train ─► decide ─┬─► act ─► train …
-                                └─► deploy ─► END
+    START ─(from the store)─► prepare ─► train ─► decide ─┬─► act ─► train …
+                                                          └─► deploy ─► END
 
-`prepare` parses, retrieves and generates the first round (the pipeline's stages); `train` fits the
-students on everything kept so far and records an experiment per candidate; `decide` builds a compact
-summary (agent/policy.py) and asks the LLM — when it is a capable endpoint — for one legal action by
-structured output, which the guard checks; a rejected or missing answer is replaced by the rule
-policy, and every decision is stored with `by: llm|rule`. `act` carries it out (generate_more for
-the weakest or most confused labels, retrieve, tune, switch_model). The graph is checkpointed with
-LangGraph's SQLite saver (thread = run id) and every node's work is recorded in the run store first,
-so a run killed at any point resumes where it stopped without redoing or re-paying anything.
+`prepare` parses, retrieves and generates the first round; `train` fits the round's students on
+everything kept so far (an experiment each, scored on teacher-written and real rows); `decide`
+builds a compact summary (agent/policy.py) and asks the LLM — when it is a capable endpoint — for
+one legal action by structured output, which the guard checks; a rejected or missing answer is
+replaced by the rule policy, and every decision is stored with `by: llm|rule`. `act` carries it out
+(generate_more for the weakest or most confused labels, retrieve, tune, switch_model). `deploy`
+keeps the best round by the same rule that picks within a round (agent/scoring.py).
 
-Validation data is fixed after the first round: examples generated later only ever go to training,
-so scores of different rounds are comparable; a user's `--eval` file is only reported.
+`--max-rounds 1` is the fixed recipe: one round, no decisions. The run store is the one source of
+truth for resuming: every node records its work there before the next starts, and a resumed run
+enters the graph where the store says it stopped (`resume_point`), so nothing is redone or re-paid.
+Validation data is fixed after the first round: examples generated later only ever go to training.
 """
 
 from __future__ import annotations
@@ -21,24 +22,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import sqlite3
 import time
-from collections import Counter
-from pathlib import Path
 from typing import Any, Literal
 
-from p2m.agent.pipeline import RunOptions, RunResult, _log, _Run, open_run, open_store, recorded
-from p2m.agent.policy import ACTIONS, Budget, guard, rule_decide, summarize
+from p2m.agent.options import RunOptions, RunResult, open_run, open_store, recorded
+from p2m.agent.policy import ACTIONS, Budget, Summary, guard, rule_decide
+from p2m.agent.run import Run
+from p2m.agent.scoring import better
 from p2m.agent.state import PlannerState
 from p2m.errors import ConfigError
-from p2m.memory import RunStore, home_dir
-from p2m.tools.evaluate import load_jsonl_pairs
-from p2m.tools.generate import curate, generate_examples
+from p2m.memory import RunStore
 from p2m.tools.prompts import load_prompt
-from p2m.tools.train import finetune, label_prototypes, train_quick
 from p2m.tools.types import Decision, TaskSpec
 
-__all__ = ["PlanOptions", "build_graph", "run_planner"]
+__all__ = ["PlanOptions", "Planner", "build_graph", "run_planner", "resume_point"]
 
 
 @dataclasses.dataclass
@@ -48,7 +45,7 @@ class PlanOptions:
     target: float | None = None
     budget_minutes: float = 0.0
     budget_llm_calls: int = 0
-    max_rounds: int = 6
+    max_rounds: int = 3
     decider: str = "auto"  # auto (the LLM when it is a capable endpoint, else rules) | llm | rule
 
     def __post_init__(self) -> None:
@@ -81,83 +78,93 @@ _ARGS = {"generate_more": ("labels", "n", "style"), "retrieve": ("query",), "swi
          "tune": ("epochs", "lr"), "stop": ()}  # fmt: skip
 
 
-class _Planner:
-    """The graph's nodes, sharing one pipeline run (store, folder, teacher)."""
+def _round_decision(store: RunStore, run_id: str, k: int) -> dict[str, Any] | None:
+    """The decision taken after round `k - 1` (it says what round `k` is), if any."""
+    found = [d for d in store.decisions(run_id)
+             if (d.get("args") or {}).get("round") == k and not d["action"].startswith("rejected")]  # fmt: skip
+    return found[-1] if found else None
 
-    def __init__(self, r: _Run, plan: PlanOptions, eval_pairs: list | None) -> None:
-        self.r, self.plan, self.eval_pairs = r, plan, eval_pairs
-        self.spec: TaskSpec | None = None
 
-    # helpers -------------------------------------------------------------------------------------
-    def _spec(self) -> TaskSpec:
-        if self.spec is None:
-            self.spec = self.r.parse()
-        return self.spec
+def resume_point(store: RunStore, run_id: str) -> dict[str, Any]:
+    """Where the graph starts, read from the run store: {"entry": node, "round": k, "pending": decision}."""
+    stages = store.stages(run_id)
+    rounds = [int(s.split(":")[1]) for s in stages if s.startswith("train:") and s.split(":")[1].isdigit()]
+    if not rounds:
+        return {"entry": "prepare", "round": 0}
+    k = max(rounds)
+    d = _round_decision(store, run_id, k + 1)
+    if d is None:
+        return {"entry": "decide", "round": k}
+    if d["action"] == "stop":
+        return {"entry": "deploy", "round": k, "pending": d}
+    if f"act:{k + 1}" in stages:
+        return {"entry": "train", "round": k + 1}
+    return {"entry": "act", "round": k, "pending": d}
 
-    def _budget(self, state: PlannerState) -> Budget:
+
+class Planner:
+    """The graph's nodes, sharing one Run (store, folder, teacher). Node state lives in the run store."""
+
+    def __init__(self, r: Run, plan: PlanOptions) -> None:
+        self.r, self.plan = r, plan
+
+    def budget(self) -> Budget:
         led = self.r.store.ledger(self.r.run_id)
-        return Budget(self.plan.budget_minutes, self.plan.budget_llm_calls, state.get("elapsed", 0.0),
-                      led["calls"] - led["cached"])  # fmt: skip
+        return Budget(
+            self.plan.budget_minutes, self.plan.budget_llm_calls, self.elapsed(), led["calls"] - led["cached"]
+        )
 
-    def _timed(self, state: PlannerState, t0: float) -> float:
-        return state.get("elapsed", 0.0) + time.perf_counter() - t0
+    def elapsed(self) -> float:
+        """Seconds of work recorded so far (time while the process was dead is not counted)."""
+        return sum(float(i.get("seconds") or 0.0) for i in self.r.store.stages(self.r.run_id).values())
+
+    def students(self, k: int) -> list[str]:
+        """The students round `k` trains: the first round's, or what the last switch chose."""
+        for i in range(k, 0, -1):
+            act = self.r.store.stage_info(self.r.run_id, f"act:{i}") or {}
+            if act.get("students"):
+                return act["students"]
+        return self.r.first_students()
+
+    def params(self, k: int) -> dict[str, Any]:
+        for i in range(k, 0, -1):
+            act = self.r.store.stage_info(self.r.run_id, f"act:{i}") or {}
+            if act.get("train_params"):
+                return act["train_params"]
+        return {}
+
+    def rounds(self) -> list[dict[str, Any]]:
+        stages = self.r.store.stages(self.r.run_id)
+        return [stages[f"train:{k}"] for k in range(len(stages)) if f"train:{k}" in stages]
 
     # nodes ---------------------------------------------------------------------------------------
     def prepare(self, state: PlannerState) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        spec = self._spec()
-        if self.plan.budget_llm_calls:  # the first round spends half the budget; the planner aims the rest
+        r = self.r
+        r.parse()
+        r.eval_rows()  # a bad --eval file fails before the teacher is paid
+        if self.plan.budget_llm_calls and self.plan.max_rounds > 1:  # the first round spends half the budget
             half = max(1, self.plan.budget_llm_calls // 2)
-            cap = min(self.r.opts.gen.max_calls or half, half)
-            self.r.opts.gen = dataclasses.replace(self.r.opts.gen, max_calls=cap)
-        self.r.retrieve(spec, self.eval_pairs)
-        self.r.generate(spec)
-        self.r.curate(spec)
-        return {"round": 0, "elapsed": self._timed(state, t0), "train_params": {}}
+            r.opts.gen = dataclasses.replace(r.opts.gen, max_calls=min(r.opts.gen.max_calls or half, half))
+        elif self.plan.budget_llm_calls:
+            r.opts.gen = dataclasses.replace(r.opts.gen, max_calls=self.plan.budget_llm_calls)
+        r.retrieve()
+        r.generate(0)
+        r.curate(0)
+        return {"round": 0}
 
     def train(self, state: PlannerState) -> dict[str, Any]:
-        t0 = time.perf_counter()
         k = state.get("round", 0)
-        key = f"train:{k}"
-        done = self.r.store.stage_info(self.r.run_id, key)
-        if done is None:
-            done = self._train_round(k, state.get("train_params") or {})
-            self.r.store.stage_done(self.r.run_id, key, done)
-        return {"scores": [done["best"]["score"]], "elapsed": self._timed(state, t0)}
-
-    def _train_round(self, k: int, params: dict[str, Any]) -> dict[str, Any]:
-        spec, r = self._spec(), self.r
-        r.store.set_stage(r.run_id, f"train:{k}")
-        r.store.delete_experiments(r.run_id, f"r{k}-")  # a round killed mid-training starts over
-        train, val = r.data(spec)
-        results = []
-        t0 = time.perf_counter()
-        quick, report, qparams = train_quick(
-            train, val, spec.labels, prior=label_prototypes(spec.labels, spec.input_kind)
-        )
-        results.append(
-            r._record(f"r{k}-quick-trial", quick, report, qparams, len(train), time.perf_counter() - t0)
-        )
-        if r.opts.finetune:
-            cfg = dataclasses.replace(r.opts.train, **params) if params else r.opts.train
-            t0 = time.perf_counter()
-            student, report, fparams = finetune(train, val, spec.labels, cfg, progress=r.progress,
-                                                soft=quick.probabilities([x for x, _ in train]))  # fmt: skip
-            results.append(
-                r._record(f"r{k}-finetune", student, report, fparams, len(train), time.perf_counter() - t0)
-            )
-        best = max(results, key=lambda c: (c["score"], c["macro_f1"], c["name"].endswith("finetune")))
-        _log(
-            r.progress,
-            f"round {k}: {len(train)} training examples, validation {best['score']:.3f} ({best['name']})",
-        )
-        return {"best": best, "candidates": results, "n_train": len(train)}
+        done = self.r.train(k, self.students(k), self.params(k))
+        self.r.log(f"round {k}: {done['n_train']} training rows; kept {done['why']}")
+        return {"round": k}
 
     def decide(self, state: PlannerState) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        summary = self._summary(state)
-        d = None
         k = state.get("round", 0)
+        found = _round_decision(self.r.store, self.r.run_id, k + 1)
+        if found is not None:  # decided before a kill
+            return {"pending": found}
+        summary = self.summary(k)
+        d = None
         if k + 1 >= self.plan.max_rounds:
             d = Decision("stop", f"reached the round limit ({self.plan.max_rounds})", "rule")
         elif self._use_llm():
@@ -172,18 +179,16 @@ class _Planner:
             d = rule_decide(summary)
         d.args = {**d.args, "round": k + 1}
         self.r.store.add_decision(self.r.run_id, d.to_dict())
-        _log(self.r.progress, f"decision ({d.by}): {d.action} — {d.reason}")
-        return {"pending": d.to_dict(), "elapsed": self._timed(state, t0),
-                "stopped": d.reason if d.action == "stop" else None}  # fmt: skip
+        if self.plan.max_rounds > 1:
+            self.r.log(f"decision ({d.by}): {d.action} — {d.reason}")
+        return {"pending": d.to_dict()}
 
     def _use_llm(self) -> bool:
-        if self.plan.decider == "rule":
-            return False
-        if self.plan.decider == "llm":
-            return True
+        if self.plan.decider != "auto":
+            return self.plan.decider == "llm"
         return bool(getattr(self.r.llm, "capable", False))
 
-    def _ask_llm(self, summary: Any) -> Decision | None:
+    def _ask_llm(self, summary: Summary) -> Decision | None:
         messages = [("system", load_prompt("decide_system")), ("user", json.dumps(summary.to_prompt()))]
         try:
             data = self.r.llm.json(messages, _DECISION_SCHEMA, max_tokens=200, purpose="decide")
@@ -201,144 +206,58 @@ class _Planner:
         args = {k: data[k] for k in _ARGS[data["action"]] if data.get(k) not in (None, "", [])}
         return Decision(data["action"], str(data.get("reason") or "")[:300], "llm", args)
 
-    def _summary(self, state: PlannerState) -> Any:
-        spec, r = self._spec(), self.r
-        k = state.get("round", 0)
-        best_info = r.store.stage_info(r.run_id, f"train:{k}") or {}
-        best = best_info.get("best", {}).get("report", {})
-        labels = best.get("labels") or spec.labels
-        per_label = {lab: float(v.get("f1", 0.0)) for lab, v in (best.get("per_label") or {}).items()}
-        conf = best.get("confusion") or []
-        confusions = sorted(((labels[i], labels[j], int(n)) for i, row in enumerate(conf) for j, n in enumerate(row)
-                             if i != j and n), key=lambda t: -t[2])  # fmt: skip
-        rows = r.store.examples(r.run_id, kept=True)
-        per: dict[str, Counter] = {lab: Counter() for lab in spec.labels}
-        for row in rows:
-            per.setdefault(row["output"], Counter())[row["source"].split(":")[0]] += 1
-        scores = list(state.get("scores", []))
-        actions = []
-        for dec in r.store.decisions(r.run_id):
-            rnd = (dec.get("args") or {}).get("round")
-            if rnd is None or dec["action"].startswith("rejected") or dec["action"] == "stop":
-                continue
-            gain = scores[rnd] - scores[rnd - 1] if 0 < rnd < len(scores) else None
-            actions.append({"action": dec["action"], "args": {a: v for a, v in dec["args"].items() if a != "round"},
-                            "gain": gain})  # fmt: skip
-        gen = [x for x in rows if x["source"].startswith("generated:")]
-        led = r.store.ledger(r.run_id)
-        calls_per = (led["calls"] - led["cached"]) / max(1, len(gen))
-        rounds = max(1, k + 1)
-        index_rows = (r.store.stage_info(r.run_id, "retrieve") or {}).get("rows", 0)
-        return summarize(
-            target=self.plan.target, scores=scores, per_label=per_label, confusions=confusions,
-            examples={lab: dict(c) for lab, c in per.items()}, actions=actions, budget=self._budget(state),
-            calls_per_example=calls_per, seconds_per_round=state.get("elapsed", 0.0) / rounds,
-            retrieval_possible=bool(r.opts.retrieve) and index_rows == 0 and _index_has_data(r),
-            models=[{"id": "sentence-transformers/all-MiniLM-L6-v2", "fits": True, "tried": True}],
-        )  # fmt: skip
+    def summary(self, k: int) -> Summary:
+        """The compact state the decider reads (agent/policy.py)."""
+        from p2m.agent.summary import build_summary
+
+        return build_summary(self, k)
 
     def act(self, state: PlannerState) -> dict[str, Any]:
-        t0 = time.perf_counter()
         d = state["pending"]
         k = d["args"]["round"]
-        update: dict[str, Any] = {"round": k, "pending": None}
-        if d["action"] == "generate_more":
-            self._generate_round(k, d["args"])
-        elif d["action"] == "retrieve":
-            self.r.store.clear_stages(self.r.run_id, ["retrieve"])
-            self.r.retrieve(self._spec(), self.eval_pairs)
-        elif d["action"] == "tune":
-            update["train_params"] = {p: d["args"][p] for p in ("epochs", "lr") if p in d["args"]}
-        update["elapsed"] = self._timed(state, t0)
-        return update
+        r = self.r
 
-    def _generate_round(self, k: int, args: dict[str, Any]) -> None:
-        spec, r = self._spec(), self.r
-        key = f"generate:{k}"
-        if r.store.stage_info(r.run_id, key) is None:
-            r.store.set_stage(r.run_id, key)
-            labels = [lab for lab in args.get("labels") or spec.labels if lab in spec.labels] or spec.labels
-            sub = dataclasses.replace(spec, labels=labels)
-            mine = [x for x in r.store.examples(r.run_id, kept=True, source_prefix="generated:")
-                    if x["quality"].get("round") == k]  # fmt: skip
-            counts = {lab: sum(x["output"] == lab for x in mine) for lab in labels}
-            cfg = dataclasses.replace(r.opts.gen, examples=max(2, int(args.get("n") or 50)), minutes=0)
+        def work() -> dict[str, Any]:
+            info: dict[str, Any] = {"action": d["action"]}
+            if d["action"] == "generate_more":
+                focus = {key: d["args"][key] for key in ("labels", "pairs", "style") if key in d["args"]}
+                r.generate(k, focus, n=d["args"].get("n"))
+                r.curate(k)
+            elif d["action"] == "retrieve":
+                r.store.clear_stages(r.run_id, ["retrieve"])
+                r.retrieve()
+            elif d["action"] == "tune":
+                info["train_params"] = {p: d["args"][p] for p in ("epochs", "lr") if p in d["args"]}
+            elif d["action"] == "switch_model":
+                info["students"] = [d["args"]["name"]]
+            return info
 
-            def store_rows(rows: list[dict[str, Any]]) -> None:
-                r.store.add_examples(r.run_id, [{**row, "quality": {"round": k}} for row in rows])
-
-            hints = {}
-            if args.get("style") == "confusable":  # write examples that separate the confused labels
-                for true, pred in args.get("pairs") or []:
-                    for a, b in ((true, pred), (pred, true)):
-                        if a in labels and a not in hints:
-                            hints[a] = f" It must be clearly {a}, not {b}."
-            stats = generate_examples(sub, r.llm, cfg, start_index=r.store.max_request_index(r.run_id) + 1,
-                                      counts=counts, on_rows=store_rows, run_id=r.run_id, extra_hints=hints)  # fmt: skip
-            r.store.stage_done(r.run_id, key, stats)
-        if r.store.stage_info(r.run_id, f"curate:{k}") is None:
-            rows = r.store.examples(r.run_id, kept=None, source_prefix="generated:")
-            # targeted rounds add to some labels on purpose: a looser balance cap keeps what they added
-            updates, report = curate(rows, spec, seed=r.opts.train.seed, balance=3.0)
-            later = {x["id"] for x in rows if (x["quality"] or {}).get("round", 0) > 0}
-            for u in updates:  # validation stays what it was after the first round
-                if u["id"] in later and u.get("split") == "validation":
-                    u["split"] = "train"
-                if u["id"] in later:
-                    u["quality"] = {
-                        **(u.get("quality") or {}),
-                        "round": next(x["quality"]["round"] for x in rows if x["id"] == u["id"]),
-                    }
-            r.store.update_examples(updates)
-            r.store.stage_done(r.run_id, f"curate:{k}", report)
+        r.stage(f"act:{k}", work)
+        return {"round": k, "pending": None}
 
     def deploy(self, state: PlannerState) -> dict[str, Any]:
-        r, spec = self.r, self._spec()
-        rounds = [r.store.stage_info(r.run_id, f"train:{i}") for i in range(state.get("round", 0) + 1)]
-        cands = [c for info in rounds if info for c in info["candidates"]]
-        best = max(cands, key=lambda c: (c["score"], c["macro_f1"]))
-        n = state.get("round", 0)
-        gens = [
-            r.store.stage_info(r.run_id, key)
-            for key in ["generate", *(f"generate:{k}" for k in range(1, n + 1))]
-        ]
-        gen = _sum_generation([g for g in gens if g])
-        curs = [
-            r.store.stage_info(r.run_id, key) for key in ["curate", *(f"curate:{k}" for k in range(1, n + 1))]
-        ]
-        cur = next((c for c in reversed(curs) if c), {})  # the last curation saw every generated row
-        retrieved = r.store.stage_info(r.run_id, "retrieve")
-        report = r.deploy(spec, gen, cur, {"best": best, "candidates": cands}, self.eval_pairs, retrieved)
-        report["planner"] = {"scores": state.get("scores", []), "stopped": state.get("stopped"),
-                             "rounds": state.get("round", 0) + 1, "target": self.plan.target}  # fmt: skip
-        (r.folder / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
-        write_plot(r.store, r.run_id, r.folder / "trajectory.png")
+        rounds = self.rounds()
+        best = rounds[0]["best"]
+        for rnd in rounds[1:]:
+            best = better(best, rnd["best"])
+        cands = [c for rnd in rounds for c in rnd["candidates"]]
+        if len(rounds) > 1:
+            self.r.decide("select", f"{best['name']} is the best of {len(rounds)} rounds (real rows decide when "
+                          "they differ beyond the noise, then teacher-written rows)", name=best["name"])  # fmt: skip
+        stopped = _round_decision(self.r.store, self.r.run_id, len(rounds))
+        planner = {"rounds": len(rounds), "target": self.plan.target, "max_rounds": self.plan.max_rounds,
+                   "stopped": stopped["reason"] if stopped else None,
+                   "scores": [rnd["best"]["score"] for rnd in rounds],
+                   "real_scores": [(rnd["best"].get("real") or {}).get("score") for rnd in rounds]}  # fmt: skip
+        self.r.deploy(best, cands, {"planner": planner})
+        from p2m.agent.report import write_plot
+
+        write_plot(self.r.store, self.r.run_id, self.r.folder / "trajectory.png")
         return {}
 
 
-def _sum_generation(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """The generation stats of every round together (the report counts all rounds, not the first)."""
-    if not rounds:
-        return {}
-    total = dict(rounds[0])
-    for g in rounds[1:]:
-        for key in ("requests", "usable", "seconds"):
-            total[key] = total.get(key, 0) + g.get(key, 0)
-        total["stopped_by"] = g.get("stopped_by", total.get("stopped_by"))
-    total["rounds"] = len(rounds)
-    if total.get("seconds"):
-        total["kept_per_second"] = round(total.get("usable", 0) / total["seconds"], 3)
-    return total
-
-
-def _index_has_data(r: _Run) -> bool:
-    try:
-        from p2m.memory.vectors import open_index
-
-        index = open_index(r.opts.chroma_url)
-        return any(index.count(k) for k in ("datasets", "local"))
-    except ConfigError:
-        return False
+def _entry(state: PlannerState) -> Literal["prepare", "train", "decide", "act", "deploy"]:
+    return state.get("entry") or "prepare"  # type: ignore[return-value]
 
 
 def route(state: PlannerState) -> Literal["act", "deploy"]:
@@ -347,96 +266,58 @@ def route(state: PlannerState) -> Literal["act", "deploy"]:
     return "deploy" if pending.get("action", "stop") == "stop" else "act"
 
 
-def build_graph(planner: _Planner, checkpointer: Any = None) -> Any:
-    """The planner graph, compiled (with a checkpointer when given)."""
+def build_graph(planner: Planner) -> Any:
+    """The planner graph, compiled; it starts at the node `state["entry"]` names (see `resume_point`)."""
     from langgraph.graph import END, START, StateGraph
 
     g = StateGraph(PlannerState)
-    g.add_node("prepare", planner.prepare)
-    g.add_node("train", planner.train)
-    g.add_node("decide", planner.decide)
-    g.add_node("act", planner.act)
-    g.add_node("deploy", planner.deploy)
-    g.add_edge(START, "prepare")
+    for name in ("prepare", "train", "decide", "act", "deploy"):
+        g.add_node(name, getattr(planner, name))
+    g.add_conditional_edges(START, _entry, ["prepare", "train", "decide", "act", "deploy"])
     g.add_edge("prepare", "train")
     g.add_edge("train", "decide")
     g.add_conditional_edges("decide", route, {"act": "act", "deploy": "deploy"})
     g.add_edge("act", "train")
     g.add_edge("deploy", END)
-    return g.compile(checkpointer=checkpointer)
+    return g.compile()
 
 
-def _checkpointer() -> tuple[Any, sqlite3.Connection]:
-    from langgraph.checkpoint.sqlite import SqliteSaver
+def run_planner(prompt: str | None = None, options: RunOptions | None = None, plan: PlanOptions | None = None, *,
+                resume: str | None = None, progress: bool = True, llm: Any = None, store: RunStore | None = None
+                ) -> RunResult:  # fmt: skip
+    """Run (or resume) a task until the target, the budget, a plateau or the round limit; deploy the best student.
 
-    conn = sqlite3.connect(home_dir() / "checkpoints.sqlite", check_same_thread=False)
-    return SqliteSaver(conn), conn
+    Args:
+        prompt: the task description (ignored when resuming).
+        options: settings; when resuming, the stored ones are used.
+        plan: when to stop and who decides (default: PlanOptions()).
+        resume: a run id to continue.
+        progress: print progress bars and stage lines.
+        llm: an LLM client to use instead of starting one (tests).
+        store: the run store (default: the one under the p2m home).
 
-
-def run_planner(
-    prompt: str | None = None,
-    options: RunOptions | None = None,
-    plan: PlanOptions | None = None,
-    *,
-    resume: str | None = None,
-    progress: bool = True,
-    llm: Any = None,
-    store: RunStore | None = None,
-) -> RunResult:
-    """Run (or resume) the planner until the target, the budget or a plateau, then deploy the best model."""
+    Raises:
+        P2MError: a readable failure; the run is marked failed (or interrupted on Ctrl-C) and can be resumed.
+    """
     store = store or open_store()
     plan = plan or PlanOptions()
     run_id, folder, prompt, options, config = open_run(store, prompt, options, resume,
                                                        {"plan": dataclasses.asdict(plan)})  # fmt: skip
-    if resume:
-        plan = PlanOptions(**config.get("plan", {}))
-    eval_pairs = load_jsonl_pairs(options.eval_file) if options.eval_file else None
-    r = _Run(store, run_id, folder, prompt, options, progress, llm)
-    planner = _Planner(r, plan, eval_pairs)
-    saver, conn = _checkpointer()
-    config = {"configurable": {"thread_id": run_id}, "recursion_limit": 8 * plan.max_rounds + 10}
-    _log(progress, f"run {run_id} → {folder} (planner: target {plan.target}, decider {plan.decider})")
-    with recorded(store, run_id), contextlib.closing(r), contextlib.closing(conn):
-        graph = build_graph(planner, saver)
-        started = graph.get_state(config).next
-        # "sync": each step's checkpoint is on disk before the next step starts; LangGraph's default
-        # ("async") writes it while the next runs, so a SIGKILL could lose a decision and resume would
-        # decide again from older state (tests/test_faults.py caught that)
-        graph.invoke(
-            None if started else {"round": 0, "scores": [], "elapsed": 0.0}, config, durability="sync"
-        )
+    if resume and config.get("plan"):
+        plan = PlanOptions(**config["plan"])
+    elif resume:  # a run recorded before the planner was the engine: one round, as it was started
+        plan = PlanOptions(max_rounds=1)
+    r = Run(store, run_id, folder, prompt, options, progress, llm)
+    planner = Planner(r, plan)
+    rounds = (
+        "one round" if plan.max_rounds == 1 else f"up to {plan.max_rounds} rounds, decider {plan.decider}"
+    )
+    target = f", target {plan.target}" if plan.target else ""
+    r.log(f"run {run_id} → {folder} ({rounds}{target})")
+    t0 = time.perf_counter()
+    with recorded(store, run_id), contextlib.closing(r):
+        start = resume_point(store, run_id)
+        build_graph(planner).invoke(start, {"recursion_limit": 8 * plan.max_rounds + 10})
+    r.log(f"done in {time.perf_counter() - t0:.0f} s")
     report = json.loads((folder / "report.json").read_text())
     return RunResult(run_id, folder, TaskSpec.from_dict(report["task"]), report)
-
-
-def trajectory(store: RunStore, run_id: str) -> list[dict[str, Any]]:
-    """Validation score per experiment, in order."""
-    return [{"name": e["name"], "score": e["report"]["score"], "n_train": e["n_train"]}
-            for e in store.experiments(run_id)]  # fmt: skip
-
-
-def write_plot(store: RunStore, run_id: str, path: Path) -> Path | None:
-    """A PNG of the metric over experiments, with the decisions between rounds."""
-    points = trajectory(store, run_id)
-    if not points:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
-    xs = list(range(1, len(points) + 1))
-    ax.plot(xs, [p["score"] for p in points], marker="o")
-    for x, p in zip(xs, points, strict=True):
-        ax.annotate(
-            p["name"], (x, p["score"]), fontsize=7, rotation=30, textcoords="offset points", xytext=(0, 6)
-        )
-    ax.set_xlabel("experiment")
-    ax.set_ylabel("validation score")
-    ax.set_title(f"{run_id}")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path

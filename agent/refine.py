@@ -7,19 +7,15 @@ own candidates (`v<N>-quick-trial`, `v<N>-finetune`) so the metric of each versi
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
-import time
 from pathlib import Path
 from typing import Any
 
-from p2m.agent.pipeline import _Run
+from p2m.agent.run import USER_DROP, Run
 from p2m.errors import DataError, TaskError
 from p2m.memory import RunStore
-from p2m.tools.generate import curate, generate_examples
-from p2m.tools.train import finetune, label_prototypes, train_quick
 from p2m.tools.types import TaskSpec
 
 __all__ = [
@@ -32,8 +28,6 @@ __all__ = [
     "read_upload",
     "USER_DROP",
 ]
-
-USER_DROP = "user:"  # drop reasons the user caused start with this; curation never revives them
 
 
 def mentions(text: str, word: str) -> bool:
@@ -54,89 +48,39 @@ def drop_where(store: RunStore, run_id: str, pred: Any, reason: str, generated_o
     return len(hits)
 
 
-def _generate(
-    r: _Run, spec: TaskSpec, labels: list[str], hints: dict[str, str], version: int
-) -> dict[str, Any]:
-    want = math.ceil(r.opts.gen.examples / max(1, len(spec.labels)))
-    kept = r.store.examples(r.run_id, kept=True, source_prefix="generated:")
-    counts = {lab: sum(x["output"] == lab for x in kept) for lab in labels}
-    cfg = dataclasses.replace(r.opts.gen, examples=want * len(labels))
-
-    def store_rows(rows: list[dict[str, Any]]) -> None:
-        r.store.add_examples(r.run_id, [{**row, "quality": {"version": version}} for row in rows])
-
-    r.decide("generate_more", f"version {version}: examples for {', '.join(labels)} only; the other labels keep theirs",
-             labels=labels, n=want * len(labels), version=version)  # fmt: skip
-    return generate_examples(dataclasses.replace(spec, labels=labels), r.llm, cfg, counts=counts,
-                             start_index=r.store.max_request_index(r.run_id) + 1, on_rows=store_rows,
-                             run_id=r.run_id, extra_hints={k: " " + v for k, v in hints.items()})  # fmt: skip
-
-
-def _curate(r: _Run, spec: TaskSpec, banned: list[str]) -> dict[str, Any]:
-    for word in banned:  # examples written after the user banned a word are dropped too
-        drop_where(
-            r.store, r.run_id, lambda x, w=word: mentions(x["input"], w), f"{USER_DROP} mentions '{word}'"
-        )
-    rows = [x for x in r.store.examples(r.run_id, kept=None, source_prefix="generated:")
-            if x["output"] in spec.labels and not (x["drop_reason"] or "").startswith(USER_DROP)]  # fmt: skip
-    updates, report = curate(rows, spec, seed=r.opts.train.seed, balance=3.0)
-    before = {x["id"]: x["quality"] or {} for x in rows}
-    for u in updates:  # curation's signals join what the row already said (the version that wrote it)
-        if "quality" in u:
-            u["quality"] = {**before.get(u["id"], {}), **u["quality"]}
-    r.store.update_examples(updates)
-    kept = r.store.examples(r.run_id, kept=True)
-    per = {lab: sum(x["output"] == lab and x["source"] != "prompt" for x in kept) for lab in spec.labels}
-    if min(per.values(), default=0) < 2:
-        raise TaskError(f"too few examples for some labels {per}; give examples, or undo the last change")
-    return report
-
-
-def _train(r: _Run, spec: TaskSpec, version: int) -> dict[str, Any]:
-    r.store.set_stage(r.run_id, "train")
-    r.store.delete_experiments(r.run_id, f"v{version}-")
-    train, val = r.data(spec)
-    if not val:
-        raise TaskError("no validation rows; give more examples or raise the example budget")
-    t0 = time.perf_counter()
-    quick, report, params = train_quick(
-        train, val, spec.labels, prior=label_prototypes(spec.labels, spec.input_kind)
-    )
-    results = [
-        r._record(f"v{version}-quick-trial", quick, report, params, len(train), time.perf_counter() - t0)
-    ]
-    if r.opts.finetune:
-        t0 = time.perf_counter()
-        student, report, params = finetune(train, val, spec.labels, r.opts.train, progress=False,
-                                           soft=quick.probabilities([x for x, _ in train]))  # fmt: skip
-        results.append(
-            r._record(f"v{version}-finetune", student, report, params, len(train), time.perf_counter() - t0)
-        )
-    best = max(results, key=lambda c: (c["score"], c["macro_f1"], c["name"].endswith("finetune")))
-    r.decide("select", f"{best['name']} has the best validation score ({best['score']:.3f})", name=best["name"],
-             version=version)  # fmt: skip
-    return {"best": best, "candidates": results, "n_train": len(train), "n_val": len(val)}
-
-
-def train_version(r: _Run, spec: TaskSpec, version: int, generate: list[str], hints: dict[str, str],
+def train_version(r: Run, spec: TaskSpec, version: int, generate: list[str], hints: dict[str, str],
                   banned: list[str]) -> dict[str, Any]:  # fmt: skip
     """Generate for `generate` labels, curate, train and deploy one task version; returns its record.
+
+    The version's stages are recorded in the run store (`generate:v<N>`, `curate:v<N>`, `train:v<N>-`),
+    so a session cut off mid-version continues where it stopped.
 
     Raises:
         P2MError: a readable failure; the run is marked failed and the session can go on.
     """
-    from p2m.agent.planner import write_plot
+    from p2m.agent.report import write_plot
 
     store, rid = r.store, r.run_id
     store.set_status(rid, "running", stage="generate")
     try:
-        gen = _generate(r, spec, generate, hints, version) if generate else {}
-        store.set_stage(rid, "curate")
-        cur = _curate(r, spec, banned)
-        trained = _train(r, spec, version)
-        report = r.deploy(spec, gen, cur, trained, None, store.stage_info(rid, "retrieve"))
-        report["version"] = version
-        (r.folder / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+        gen: dict[str, Any] = {}
+        if generate:
+            want = math.ceil(r.opts.gen.examples / max(1, len(spec.labels)))
+            r.decide("generate_more", f"version {version}: examples for {', '.join(generate)} only; the other labels "
+                     "keep theirs", labels=generate, n=want * len(generate), version=version)  # fmt: skip
+            gen = r.generate(0, {"labels": generate, "hints": {k: " " + v for k, v in hints.items()}},
+                             n=want * len(generate), tag={"version": version}, key=f"generate:v{version}")  # fmt: skip
+        for word in banned:  # examples written after the user banned a word are dropped too
+            drop_where(
+                store, rid, lambda x, w=word: mentions(x["input"], w), f"{USER_DROP} mentions '{word}'"
+            )
+        r.curate(0, key=f"curate:v{version}", later=True)
+        kept = store.examples(rid, kept=True)
+        per = {lab: sum(x["output"] == lab and x["source"] != "prompt" for x in kept) for lab in spec.labels}
+        if min(per.values(), default=0) < 2:
+            raise TaskError(f"too few examples for some labels {per}; give examples, or undo the last change")
+        trained = r.train(0, r.first_students(), prefix=f"v{version}-")
+        report = r.deploy(trained["best"], trained["candidates"], {"version": version})
         write_plot(store, rid, r.folder / "trajectory.png")
     except BaseException as e:
         store.set_status(
@@ -149,8 +93,9 @@ def train_version(r: _Run, spec: TaskSpec, version: int, generate: list[str], hi
         lab: round(float(v.get("f1", 0.0)), 4) for lab, v in best["report"].get("per_label", {}).items()
     }
     return {"version": version, "score": round(best["score"], 4), "macro_f1": round(best["macro_f1"], 4),
-            "per_label": per_label, "n_train": trained["n_train"], "n_val": trained["n_val"], "model": best["name"],
-            "generated": gen.get("usable", 0)}  # fmt: skip
+            "real": best.get("real"), "per_label": per_label, "n_train": trained["n_train"],
+            "n_val": trained["n_teacher_val"], "model": best["name"], "generated": gen.get("usable", 0),
+            "report": report.get("run")}  # fmt: skip
 
 
 def _fmt(value: Any) -> str:
@@ -161,15 +106,20 @@ def compare(prev: dict[str, Any] | None, new: dict[str, Any]) -> str:
     """A markdown table of two versions' metrics side by side (the previous one may be missing)."""
     a = f"v{prev['version']}" if prev else "before"
     b = f"v{new['version']}"
-    rows = [("accuracy", (prev or {}).get("score"), new["score"]),
-            ("macro-F1", (prev or {}).get("macro_f1"), new["macro_f1"])]  # fmt: skip
+    rows = []
+    real_old, real_new = (prev or {}).get("real") or {}, new.get("real") or {}
+    if real_new:  # real rows first: the teacher-written ones flatter every version
+        rows.append((f"accuracy, real rows ({real_new['rows']}; 90%: {real_new['low']:.2f}–{real_new['high']:.2f})",
+                     real_old.get("score"), real_new["score"]))  # fmt: skip
+    rows += [("accuracy, teacher-written rows", (prev or {}).get("score"), new["score"]),
+             ("macro-F1, teacher-written rows", (prev or {}).get("macro_f1"), new["macro_f1"])]  # fmt: skip
     labels = list(dict.fromkeys([*((prev or {}).get("per_label") or {}), *new["per_label"]]))
     rows += [
         (f"F1 {lab}", ((prev or {}).get("per_label") or {}).get(lab), new["per_label"].get(lab))
         for lab in labels
     ]
     rows += [("training examples", (prev or {}).get("n_train"), new["n_train"]),
-             ("validation rows", (prev or {}).get("n_val"), new["n_val"])]  # fmt: skip
+             ("teacher-written validation rows", (prev or {}).get("n_val"), new["n_val"])]  # fmt: skip
     lines = [f"| | {a} | {b} | change |", "|---|---|---|---|"]
     for name, x, y in rows:
         delta = f"{y - x:+.3f}" if isinstance(x, float) and isinstance(y, float) else ""

@@ -1,28 +1,21 @@
-"""The planner graph's state: small and JSON-serialisable; examples, experiments and decisions live in the run store."""
+"""The planner graph's state: small; examples, experiments, decisions and each node's work live in the run store."""
 
 from __future__ import annotations
 
-import operator
-from typing import Annotated, Any, TypedDict
+from typing import Any, TypedDict
 
 __all__ = ["PlannerState"]
 
 
 class PlannerState(TypedDict, total=False):
-    """One planner run.
+    """Where one planner run is.
 
     Attributes:
+        entry: the node the graph starts at (read from the run store: a resumed run continues there).
         round: the current data/training round (0 = the first generation).
-        scores: validation score of the best candidate of each round, in order.
         pending: the decision the `act` node carries out next ({action, args, reason, by}).
-        train_params: hyper-parameter overrides for the next training (from a `tune` decision).
-        elapsed: seconds spent in nodes so far (the time budget; time while the process was dead is not counted).
-        stopped: why the loop stopped, once it has.
     """
 
+    entry: str
     round: int
-    scores: Annotated[list[float], operator.add]
     pending: dict[str, Any] | None
-    train_params: dict[str, Any]
-    elapsed: float
-    stopped: str | None

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from p2m.agent.chat import ChatSession
-from p2m.agent.pipeline import RunOptions, open_store
+from p2m.agent.options import RunOptions, open_store
 from p2m.errors import ConfigError, DataError, P2MError
 from p2m.memory import RunStore
 

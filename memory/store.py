@@ -163,6 +163,11 @@ class RunStore:
         rows = self._rows("SELECT info FROM stages WHERE run_id = ? AND stage = ?", (run_id, stage))
         return json.loads(rows[0]["info"]) if rows else None
 
+    def stages(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """Every finished stage of a run and its info, in the order they finished."""
+        rows = self._rows("SELECT stage, info FROM stages WHERE run_id = ? ORDER BY finished", (run_id,))
+        return {r["stage"]: json.loads(r["info"]) for r in rows}
+
     def clear_stages(self, run_id: str, stages: list[str]) -> None:
         for stage in stages:
             self._exec("DELETE FROM stages WHERE run_id = ? AND stage = ?", (run_id, stage))

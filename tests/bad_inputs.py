@@ -115,7 +115,7 @@ def _llm() -> list[str]:
 
 def _finished_run(ctx: Ctx, status: str = "complete", model: bool = False) -> str:
     """A run recorded in the store (no model trained): enough for resume/predict/serve to find it."""
-    from p2m.agent.pipeline import open_store
+    from p2m.agent.options import open_store
     from p2m.memory import runs_dir
 
     folder = runs_dir() / "20260101-000000-toy"
@@ -182,7 +182,7 @@ def _ui_upload(make: Callable[[Ctx], Any]) -> Callable[[Ctx], str]:
 
 def _ui_launch(**kw: Any) -> Callable[[Ctx], str]:
     def call(ctx: Ctx) -> str:
-        from p2m.agent.pipeline import RunOptions
+        from p2m.agent.options import RunOptions
         from p2m.agent.ui import launch
 
         launch(RunOptions(retrieve=False), **{k: v(ctx) if callable(v) else v for k, v in kw.items()})
@@ -504,12 +504,6 @@ CASES: list[Case] = [
     Case("bench-out-under-a-file", "bench", "--out under a regular file", "p2m bench DIR --out a_file/o.json",
          "a folder on its path is a file",
          argv=lambda c: ["bench", str(c.bench(CLS_TASK)), "--out", str(c.blocked() / "o.json"), *_llm()]),
-    Case("bench-planner-generation", "bench", "--target on a text-generation task",
-         "p2m bench DIR --target 0.9 …",
-         "the planner decides for classification only",
-         argv=lambda c: ["bench",
-             str(c.bench({**CLS_TASK, "task_type": "text_generation", "metric": "chrf"})),
-                         "--out", str(c.tmp / "o.json"), "--target", "0.9", *_llm()]),  # fmt: skip
     # index add --------------------------------------------------------------------------------------------
     Case("index-add-missing", "index add", "path that does not exist", "p2m index add nope.csv",
          "does not exist",

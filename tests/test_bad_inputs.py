@@ -128,7 +128,7 @@ def launched(monkeypatch) -> list[dict]:
 
 
 def test_ui_launch_passes_auth_and_upload_limit_to_gradio(launched, monkeypatch) -> None:
-    from p2m.agent.pipeline import RunOptions
+    from p2m.agent.options import RunOptions
     from p2m.agent.ui import launch
 
     monkeypatch.setenv("P2M_MAX_UPLOAD_MB", "20")
@@ -139,7 +139,7 @@ def test_ui_launch_passes_auth_and_upload_limit_to_gradio(launched, monkeypatch)
 
 
 def test_ui_share_without_auth_is_refused_before_launch(launched) -> None:
-    from p2m.agent.pipeline import RunOptions
+    from p2m.agent.options import RunOptions
     from p2m.agent.ui import launch
 
     with pytest.raises(ConfigError, match="add --auth USER:PASSWORD"):

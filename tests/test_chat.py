@@ -9,7 +9,7 @@ import pytest
 
 from p2m.agent.chat import MAX_MESSAGE, ChatSession
 from p2m.agent.intents import parse_intent
-from p2m.agent.pipeline import RunOptions, open_store
+from p2m.agent.options import RunOptions, open_store
 from p2m.agent.refine import mentions
 from p2m.tools.generate import GenConfig
 from p2m.tools.llm import LLMClient

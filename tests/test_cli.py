@@ -179,7 +179,10 @@ def finished_run(tmp_path_factory, server):
 def test_run_succeeds_and_prints_where_the_model_is(finished_run):
     home, run_id, proc = finished_run
     assert "Traceback" not in proc.stderr
-    assert "validation accuracy" in proc.stdout
+    # both estimates, real rows first, each with its rows
+    real = proc.stdout.index("validation, accuracy")
+    assert "real row" in proc.stdout[real:] and "teacher-written rows" in proc.stdout[real:]
+    assert proc.stdout.index("real row") < proc.stdout.index("teacher-written rows")
     folder = home / "runs" / run_id
     assert f"model: {folder / 'model'}" in proc.stdout
     assert (

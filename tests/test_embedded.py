@@ -10,10 +10,11 @@ import time
 
 import pytest
 
-from p2m.agent.pipeline import RunOptions, open_store, run_pipeline
+from p2m.agent.options import RunOptions, open_store
 from p2m.tools.generate import GenConfig
 from p2m.tools.llm import EmbeddedServer, LLMConfig, gguf_path, open_llm
 from p2m.tools.train import TrainConfig
+from tests.helpers import run_once
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +80,7 @@ def test_tiny_end_to_end_run_with_the_real_teacher():
         "Input: Broke after two days, waste of money.\nOutput: negative"
     )
     opts = RunOptions(gen=GenConfig(examples=24, minutes=5), train=TrainConfig(epochs=1))
-    res = run_pipeline(prompt, opts, progress=False)
+    res = run_once(prompt, opts, progress=False)
     assert res.spec.labels == ["positive", "negative"]
     assert open_store().get_run(res.run_id)["status"] == "complete"
     card = (res.folder / "README.md").read_text()

@@ -30,19 +30,30 @@ pytestmark = [
 
 CLS_PROMPT = ("Classify customer support tickets as billing, bug or other.\n\nInput: I was charged twice\n"
               "Output: billing")  # fmt: skip
-COMMON = ["--llm-model", "fake", "--llm-concurrency", "1", "--epochs", "1", "--no-retrieve", "-q"]
+COMMON = [
+    "--llm-model",
+    "fake",
+    "--llm-concurrency",
+    "1",
+    "--epochs",
+    "1",
+    "--no-retrieve",
+    "--max-rounds",
+    "1",
+    "-q",
+]
 # stage entries, a fresh answer cached but not used, a batch of rows stored, a candidate recorded. The other
 # task types share the parse stage's code, and a kill as generation starts is the first answer's case; they
 # train one candidate, so a kill after it is recorded is a kill before the stage ends (as at deploy).
-CLS_CHAIN = ["stage:parse", "stage:retrieve", "stage:generate", "answer@5", "rows@2", "stage:curate", "stage:train",
+CLS_CHAIN = ["stage:parse", "stage:retrieve", "stage:generate", "answer@5", "rows@2", "stage:curate", "stage:train:0",
              "experiment", "stage:deploy"]  # fmt: skip
-SEQ_CHAIN = ["answer@1", "rows@1", "stage:curate", "stage:train", "stage:deploy"]
+SEQ_CHAIN = ["answer@1", "rows@1", "stage:curate", "stage:train:0", "stage:deploy"]
 # prompt, options, kill points, the candidates an uninterrupted run trains
 CASES = {
-    "classification": (CLS_PROMPT, ["--examples", "24"], CLS_CHAIN, ["finetune", "quick-trial"]),
-    "extractive_qa": (QA_PROMPT, ["--examples", "12"], SEQ_CHAIN, ["qa-reader"]),
-    "text_to_code": (CODE_PROMPT, ["--examples", "10"], SEQ_CHAIN, ["lora"]),
-    "data_to_text": (D2T_PROMPT, ["--examples", "10"], SEQ_CHAIN, ["lora"]),
+    "classification": (CLS_PROMPT, ["--examples", "24"], CLS_CHAIN, ["r0-finetune", "r0-quick-trial"]),
+    "extractive_qa": (QA_PROMPT, ["--examples", "12"], SEQ_CHAIN, ["r0-qa-reader"]),
+    "text_to_code": (CODE_PROMPT, ["--examples", "10"], SEQ_CHAIN, ["r0-lora"]),
+    "data_to_text": (D2T_PROMPT, ["--examples", "10"], SEQ_CHAIN, ["r0-lora"]),
 }
 
 
@@ -105,7 +116,7 @@ def _kill_chain(home: Path, url: str, first: list[str], chain: list[str]) -> dic
 def test_sigkill_at_every_stage_then_resume_matches_an_uninterrupted_run(tmp_path, task_type):
     prompt, extra, chain, candidates = CASES[task_type]
     # the examples and the teacher's requests are final once training starts: the reference stops there
-    reference, reference_requests = _reference(tmp_path, prompt, extra, stop_at="stage:train")
+    reference, reference_requests = _reference(tmp_path, prompt, extra, stop_at="stage:train:0")
     with FakeOpenAIServer() as server:
         first = ["run", prompt, "--llm", server.url, *COMMON, *extra]
         final = _kill_chain(tmp_path / "killed", server.url, first, chain)
@@ -116,7 +127,7 @@ def test_sigkill_at_every_stage_then_resume_matches_an_uninterrupted_run(tmp_pat
     assert final["asked_twice"] == 0
     assert (final["kept"], final["total"]) == (reference["kept"], reference["total"])
     assert final["experiments"] == candidates, "an experiment was lost or recorded twice"
-    assert final["decisions"] == reference["decisions"] + ["train", "select"], (
+    assert final["decisions"] == reference["decisions"] + ["select", "stop"], (
         "a decision was lost or repeated"
     )
     report = json.loads((tmp_path / "killed" / "runs" / final["id"] / "report.json").read_text())
@@ -129,7 +140,7 @@ HARD = CLS_PROMPT + "\n\nInput: invoice crash refund error payment glitch\nOutpu
 
 def test_sigkill_at_every_planner_step_then_resume(tmp_path):
     # --no-finetune: one candidate a round (the quick trial), so the kill after it is mid-round
-    plan = ["--examples", "60", "--planner", "--decider", "rule", "--target", "0.999", "--max-rounds", "2",
+    plan = ["--examples", "60", "--decider", "rule", "--target", "0.999", "--max-rounds", "2",
             "--no-finetune"]  # fmt: skip
     reference, reference_requests = _reference(tmp_path, HARD, plan)
     chain = ["stage:generate", "answer@4", "stage:curate", "stage:train:0", "experiment", "stage:generate:1",
@@ -142,7 +153,8 @@ def test_sigkill_at_every_planner_step_then_resume(tmp_path):
     assert final["status"] == "complete" and final["asked_twice"] == 0
     assert (final["kept"], final["total"]) == (reference["kept"], reference["total"])
     assert final["experiments"] == reference["experiments"]
-    # LangGraph's checkpoint of each step is on disk before the next starts: no decision is taken again
+    # each node's work is in the run store before the next starts, and a resumed run enters the graph where the
+    # store says it stopped: no decision is taken again
     assert final["decisions"] == reference["decisions"]
 
 
@@ -150,7 +162,8 @@ def test_a_teacher_failing_30_percent_of_requests_still_completes_the_run(tmp_pa
     home = tmp_path / "flaky"
     with FakeOpenAIServer(fail_rate=0.3, hang=2.0, seed=1) as server:
         done = _run(home, ["run", CLS_PROMPT, "--llm", server.url, "--llm-model", "fake", "--llm-timeout", "1",
-                           "--examples", "45", "--budget-llm-calls", "150", "--epochs", "1", "--no-retrieve", "-q"])  # fmt: skip
+                           "--examples", "45", "--budget-llm-calls", "150", "--epochs", "1", "--no-retrieve",
+                           "--max-rounds", "1", "-q"])  # fmt: skip
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
         injected = dict(server.faults)
     assert set(injected) == set(FAULTS), injected  # every kind of failure was met

@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from p2m.agent.pipeline import RunOptions, open_store, run_pipeline
+from p2m.agent.options import RunOptions, open_store
 from p2m.errors import RunInterrupted
 from p2m.tools.generate import GenConfig
 from p2m.tools.train import TrainConfig
+from tests.helpers import run_once
 
 PROMPT = "Classify customer support tickets as billing, bug or other.\n\nInput: I was charged twice\nOutput: billing"
 
@@ -21,7 +22,7 @@ def _opts(**kw) -> RunOptions:
 
 
 def test_run_deploys_a_loadable_model_and_card(fake_llm):
-    res = run_pipeline(PROMPT, _opts(), llm=fake_llm, progress=False)
+    res = run_once(PROMPT, _opts(), llm=fake_llm, progress=False)
     assert res.spec.labels == ["billing", "bug", "other"]
     folder = res.folder
     assert (folder / "README.md").read_text().startswith("# p2m model")
@@ -49,14 +50,14 @@ def test_interrupt_then_resume_redoes_nothing(fake_llm, fake_chat):
 
     fake_chat.responder = flaky
     with pytest.raises(RunInterrupted, match="p2m resume"):
-        run_pipeline(PROMPT, _opts(), llm=fake_llm, progress=False)
+        run_once(PROMPT, _opts(), llm=fake_llm, progress=False)
     store = open_store()
     run = store.list_runs()[-1]
     assert run["status"] == "interrupted"
     before = len(store.examples(run["id"], kept=None))
     assert before >= 16  # batches of 8 were stored as they came
     fake_chat.responder = real
-    res = run_pipeline(resume=run["id"], llm=fake_llm, progress=False)
+    res = run_once(resume=run["id"], llm=fake_llm, progress=False)
     rows = store.examples(run["id"], kept=None)
     indexes = [r["request_index"] for r in rows]
     assert len(indexes) == len(set(indexes)), "a generation request was made twice"

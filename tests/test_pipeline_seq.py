@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from p2m.agent.pipeline import RunOptions, open_store, run_pipeline
-from p2m.agent.pipeline_seq import FAST_LAYERS
-from p2m.errors import ConfigError, TaskError
+from p2m.agent.options import RunOptions, open_store
+from p2m.errors import TaskError
 from p2m.tools.generate import GenConfig
+from p2m.tools.kinds.sequence import FAST_LAYERS
 from p2m.tools.llm import LLMConfig
 from p2m.tools.parse import qa_parts
 from p2m.tools.train import TrainConfig
 from tests.fakes import FakeOpenAIServer
+from tests.helpers import run_once
 from tests.test_generate_seq import CODE_PROMPT, D2T_PROMPT, QA_PROMPT
 
 
@@ -76,7 +77,7 @@ def _opts(n: int = 16, **kw) -> RunOptions:
     ],
 )
 def test_seq_run_deploys_model_card_and_report(prompt, task_type, metric, kind, fake_llm, memo_students):
-    res = run_pipeline(prompt, _opts(), llm=fake_llm, progress=False)
+    res = run_once(prompt, _opts(), llm=fake_llm, progress=False)
     assert res.spec.task_type == task_type
     report = json.loads((res.folder / "report.json").read_text())
     assert report["validation"]["metric"] == metric and report["student"]["kind"] == kind
@@ -97,7 +98,7 @@ def test_seq_run_scores_the_eval_file_with_every_reference(tmp_path, fake_llm, m
     rows = [{"input": "name[Aroma], area[riverside]", "output": ["The place.", "Aroma is by the river."]},
             {"input": "name[Vaults], food[French]", "output": "Vaults serves French food."}]  # fmt: skip
     path.write_text("\n".join(json.dumps(r) for r in rows))
-    res = run_pipeline(D2T_PROMPT, _opts(eval_file=str(path)), llm=fake_llm, progress=False)
+    res = run_once(D2T_PROMPT, _opts(eval_file=str(path)), llm=fake_llm, progress=False)
     user = res.report["user_eval"]
     assert user["n"] == 2 and user["scores"]["exact_match"] == 0.5  # the first row's first reference matches
     assert user["errors"][0]["input"] == "name[Vaults], food[French]"
@@ -117,15 +118,23 @@ def test_seq_run_resumes_without_repeating_requests(fake_llm, fake_chat, memo_st
     from p2m.errors import RunInterrupted
 
     with pytest.raises(RunInterrupted):
-        run_pipeline(CODE_PROMPT, _opts(), llm=fake_llm, progress=False)
+        run_once(CODE_PROMPT, _opts(), llm=fake_llm, progress=False)
     store = open_store()
     run = store.list_runs()[-1]
     fake_chat.responder = real
-    res = run_pipeline(resume=run["id"], llm=fake_llm, progress=False)
+    res = run_once(resume=run["id"], llm=fake_llm, progress=False)
     indexes = [r["request_index"] for r in store.examples(run["id"], kept=None)]
     assert len(indexes) == len(set(indexes))
     assert res.report["data"]["generation"]["usable"] + 0 >= 1
     assert sum(r["kept"] for r in store.examples(run["id"], kept=None)) >= 8
+
+
+class SlowStudent(MemoStudent):
+    def predict(self, inputs: list[str], **kw) -> list[str]:
+        import time
+
+        time.sleep(0.003 * len(inputs))
+        return super().predict(inputs)
 
 
 @pytest.mark.parametrize(("fast_forgets", "chosen"), [(False, f"lora-{FAST_LAYERS}L"), (True, "lora")])
@@ -136,25 +145,25 @@ def test_a_cut_down_student_is_deployed_only_when_nearly_as_good(fast_forgets, c
 
     def gen(train, val, instruction, cfg, progress=False):
         layers.append(cfg.layers)  # the cut-down one "forgets" everything when fast_forgets
-        return MemoStudent("causal-lm", {} if cfg.layers and fast_forgets else dict(train + val))
+        if not cfg.layers:  # the full one is the slower
+            return SlowStudent("causal-lm", dict(train + val))
+        return MemoStudent("causal-lm", {} if fast_forgets else dict(train + val))
 
     monkeypatch.setattr(ts, "finetune_generator", gen)
     monkeypatch.setattr(ts, "load_seq_student", _load)
-    res = run_pipeline(D2T_PROMPT, _opts(fast_student=True), llm=fake_llm, progress=False)
+    res = run_once(D2T_PROMPT, _opts(students=["lora", f"lora-{FAST_LAYERS}L"]), llm=fake_llm, progress=False)
     assert layers == [0, FAST_LAYERS]
     report = res.report
-    assert report["student"]["selected"] == chosen
-    assert [c["name"] for c in report["candidates"]] == ["lora", f"lora-{FAST_LAYERS}L"]
+    assert report["student"]["selected"] == "r0-" + chosen
+    assert [c["name"] for c in report["candidates"]] == ["r0-lora", f"r0-lora-{FAST_LAYERS}L"]
     assert all(c["ms_per_example"] >= 0 for c in report["candidates"])
     select = [d for d in report["decisions"] if d["action"] == "select"][-1]
-    assert select["args"]["name"] == chosen and ("deploy the faster" in select["reason"]) == (
-        chosen != "lora"
-    )
+    assert select["args"]["name"] == "r0-" + chosen and ("as fast" in select["reason"]) == (chosen != "lora")
     assert (f"{FAST_LAYERS} of its 30 layers" in report["student"]["base"]) == (chosen != "lora")
     # the default: one student
     layers.clear()
-    run_pipeline(D2T_PROMPT, _opts(), llm=fake_llm, progress=False)
-    run_pipeline(CODE_PROMPT, _opts(), llm=fake_llm, progress=False)
+    run_once(D2T_PROMPT, _opts(), llm=fake_llm, progress=False)
+    run_once(CODE_PROMPT, _opts(), llm=fake_llm, progress=False)
     assert layers == [0, 0]
 
 
@@ -170,7 +179,7 @@ class EchoStudent(MemoStudent):
 def test_the_cut_down_data_to_text_student_also_learns_from_the_full_ones_checked_texts(
     fake_llm, monkeypatch
 ):
-    import p2m.agent.pipeline_seq as ps
+    import p2m.tools.kinds.sequence as ps
     import p2m.tools.train_seq as ts
 
     sizes = []
@@ -182,7 +191,7 @@ def test_the_cut_down_data_to_text_student_also_learns_from_the_full_ones_checke
     monkeypatch.setattr(ts, "finetune_generator", gen)
     monkeypatch.setattr(ts, "load_seq_student", _load)
     monkeypatch.setattr(ps, "DISTIL_RECORDS", 40)
-    res = run_pipeline(D2T_PROMPT, _opts(fast_student=True), llm=fake_llm, progress=False)
+    res = run_once(D2T_PROMPT, _opts(students=["lora", f"lora-{FAST_LAYERS}L"]), llm=fake_llm, progress=False)
     (full_layers, n_full, full_rows), (cut_layers, n_cut, cut_rows) = sizes
     assert (full_layers, cut_layers) == (0, FAST_LAYERS)
     assert full_rows == cut_rows[:n_full] and n_full + 10 <= n_cut <= n_full + 40  # echoes of yes/no fail
@@ -190,21 +199,31 @@ def test_the_cut_down_data_to_text_student_also_learns_from_the_full_ones_checke
     assert not {x for x, _ in cut_rows[n_full:]} & {x for x, _ in full_rows}  # new records only
     lines = (res.folder / "data" / "distilled.jsonl").read_text().splitlines()
     assert len(lines) == n_cut - n_full and json.loads(lines[0])["source"] == "distilled:lora"
-    assert any("distil" in d["reason"] for d in res.report["decisions"])
+    cut = [e for e in open_store().experiments(res.run_id) if e["name"].endswith(f"{FAST_LAYERS}L")]
+    assert cut[0]["params"]["distilled_rows"] == n_cut - n_full
 
 
 def test_qa_prompt_without_passages_fails_before_generation(fake_llm):
     with pytest.raises(TaskError, match="passage"):
-        run_pipeline("Answer trivia questions about history.", _opts(), llm=fake_llm, progress=False)
+        run_once("Answer trivia questions about history.", _opts(), llm=fake_llm, progress=False)
 
 
-def test_planner_refuses_a_seq_task_in_one_line(fake_llm):
+@pytest.mark.parametrize("prompt", [D2T_PROMPT, QA_PROMPT])
+def test_the_planner_runs_rounds_for_generation_and_qa_tasks(prompt, fake_llm, memo_students):
     from p2m.agent.planner import PlanOptions, run_planner
 
-    with pytest.raises(TaskError, match="classification only"):
-        run_planner(
-            CODE_PROMPT, _opts(), PlanOptions(max_rounds=1, decider="rule"), llm=fake_llm, progress=False
-        )
+    res = run_planner(prompt, _opts(), PlanOptions(max_rounds=2, decider="rule", target=1.0), llm=fake_llm,
+                      progress=False)  # fmt: skip
+    decisions = open_store().decisions(res.run_id)
+    more = [d for d in decisions if d["action"] == "generate_more" and (d["args"] or {}).get("round") == 1]
+    assert more and more[0]["args"]["n"] > 0 and "labels" not in more[0]["args"]
+    assert res.report["planner"]["rounds"] == 2
+    names = [m["name"] for m in res.report["models_tried"]]
+    assert names[0].startswith("r0-") and names[-1].startswith("r1-")
+    # both estimates, each with its rows (the prompt's demonstrations are the real rows)
+    est = res.report["estimates"]
+    assert est["teacher"]["rows"] >= 1 and est["real"]["rows"] == len(res.spec.demonstrations)
+    assert est["real"]["low"] <= est["real"]["score"] <= est["real"]["high"]
 
 
 def test_demo_fits_the_task(memo_students):
@@ -256,13 +275,6 @@ def test_bench_scores_student_and_teacher_on_every_reference(tmp_path, memo_stud
     assert "(batched)" in format_result(result)
 
 
-def test_bench_refuses_the_planner_for_seq_tasks(tmp_path):
-    from p2m.agent.bench import run_bench
-
-    with pytest.raises(ConfigError, match="classification only"):
-        run_bench(_bench_dir(tmp_path), tmp_path / "o.json", _opts(), plan=object(), progress=False)
-
-
 @pytest.mark.parametrize("name", ["qa_passages", "python_snippets"])
 def test_own_bench_folders_follow_the_contract(name):
     from p2m.agent.bench import load_task
@@ -293,7 +305,7 @@ def test_own_bench_folders_follow_the_contract(name):
 def test_real_students_train_deploy_and_reload(prompt, fake_llm):
     from p2m.tools.deploy import load_run_model
 
-    res = run_pipeline(prompt, _opts(n=12), llm=fake_llm, progress=False)
+    res = run_once(prompt, _opts(n=12), llm=fake_llm, progress=False)
     student, spec = load_run_model(res.folder)
     out = student.predict([i for i, _ in res.spec.demonstrations])
     assert len(out) == len(res.spec.demonstrations) and all(isinstance(o, str) for o in out)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from p2m.agent.cli import main
-from p2m.agent.pipeline import RunOptions, open_store, run_pipeline
+from p2m.agent.options import RunOptions, open_store
 from p2m.errors import ConfigError, DataError
 from p2m.memory.vectors import VectorIndex, open_index
 from p2m.tools import hubindex
@@ -22,7 +22,7 @@ from p2m.tools.retrieve import load_table, local_entry, map_columns, sample_exam
 from p2m.tools.train import TrainConfig
 from p2m.tools.types import TaskSpec
 from tests.fakes import FakeChatModel, label_text
-from tests.helpers import closed_port
+from tests.helpers import closed_port, run_once
 
 CHROMA = Path(sys.executable).with_name("chroma")  # the venv's, whether or not it is on PATH
 SPEC = TaskSpec("Classify support tickets as billing, bug or other", labels=["billing", "bug", "other"],
@@ -153,27 +153,30 @@ def test_run_finds_local_data_and_trains_on_it_with_provenance(tmp_path, fake_ll
     hubindex.build(index, "local", [local_entry(path)], embed)
     opts = RunOptions(gen=GenConfig(examples=30, minutes=0), train=TrainConfig(epochs=1), finetune=False,
                       retrieve_max=60)  # fmt: skip
-    res = run_pipeline(PROMPT, opts, llm=fake_llm, progress=False)
+    res = run_once(PROMPT, opts, llm=fake_llm, progress=False)
     store = open_store()
     retrieved = store.examples(res.run_id, source_prefix="user:")
-    assert len(retrieved) == 60 and all(r["split"] == "train" for r in retrieved)
+    assert len(retrieved) == 60
+    held = [r for r in retrieved if r["split"] == "validation"]  # every fifth: real validation rows
+    assert len(held) == 12 and all(r["split"] == "train" for r in retrieved if r not in held)
     assert {r["output"] for r in retrieved} == {"billing", "bug", "other"}
     report = json.loads((res.folder / "report.json").read_text())
     assert report["data"]["retrieval"]["used"] == ["local/data"]
-    assert report["data"]["train"] >= 60 + 20
+    assert report["data"]["train"] >= 48 + 20
+    assert report["data"]["real_validation"] == 12 + 1 and report["estimates"]["real"]["rows"] == 13
     actions = [(d["action"], d["by"]) for d in store.decisions(res.run_id)]
-    assert ("choose_student", "rule") in actions and ("retrieve", "rule") in actions
+    assert ("retrieve", "rule") in actions
     # resuming a finished stage does not retrieve twice
     assert store.stage_info(res.run_id, "retrieve")["rows"] == 60
 
 
 def test_run_without_index_or_with_retrieval_off_just_generates(fake_llm) -> None:
     opts = RunOptions(gen=GenConfig(examples=30, minutes=0), train=TrainConfig(epochs=1), finetune=False)
-    res = run_pipeline(PROMPT, opts, llm=fake_llm, progress=False)
+    res = run_once(PROMPT, opts, llm=fake_llm, progress=False)
     reasons = [d["reason"] for d in open_store().decisions(res.run_id) if d["action"] == "retrieve"]
     assert reasons and "index is empty" in reasons[0]
     opts.retrieve = False
-    res = run_pipeline(PROMPT, opts, llm=fake_llm, progress=False)
+    res = run_once(PROMPT, opts, llm=fake_llm, progress=False)
     reasons = [d["reason"] for d in open_store().decisions(res.run_id) if d["action"] == "retrieve"]
     assert "retrieval is off" in reasons[0]
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from p2m.agent.pipeline import RunOptions
+from p2m.agent.options import RunOptions
 from p2m.agent.ui import SessionManager, chat_view, data_rows, history_rows, parse_ids, status_view
 from p2m.errors import ConfigError
 from p2m.tools.generate import GenConfig

@@ -23,6 +23,8 @@ __all__ = [
     "qa_report",
     "generation_report",
     "seq_report",
+    "squad_row",
+    "chrf_row",
 ]
 
 
@@ -148,7 +150,8 @@ def _token_f1(pred: str, ref: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def _squad_one(pred: str, refs: list[str]) -> tuple[float, float]:
+def squad_row(pred: str, refs: list[str]) -> tuple[float, float]:
+    """SQuAD (EM, F1) of one prediction against its references."""
     em = max(float(squad_normalize(pred) == squad_normalize(r)) for r in refs)
     return em, max(_token_f1(pred, r) for r in refs)
 
@@ -157,7 +160,7 @@ def squad_em_f1(preds: list[str], refs: list[list[str]]) -> tuple[float, float]:
     """SQuAD exact match and token F1 (each the best over an example's references), averaged; both in 0–1."""
     if not preds:
         return 0.0, 0.0
-    per = [_squad_one(p, r) for p, r in zip(preds, refs, strict=True)]
+    per = [squad_row(p, r) for p, r in zip(preds, refs, strict=True)]
     return sum(e for e, _ in per) / len(per), sum(f for _, f in per) / len(per)
 
 
@@ -176,7 +179,8 @@ def chrf(preds: list[str], refs: list[list[str]]) -> float:
     return float(CHRF(word_order=2).corpus_score(list(preds), _ref_streams(refs)).score)
 
 
-def _chrf_one(pred: str, refs: list[str]) -> float:
+def chrf_row(pred: str, refs: list[str]) -> float:
+    """Sentence chrF++ of one prediction against its references; 0–100."""
     from sacrebleu.metrics import CHRF
 
     return float(CHRF(word_order=2).sentence_score(pred, refs).score)
@@ -211,7 +215,7 @@ def qa_report(
     """SQuAD EM/F1 (score: F1) and the examples whose answer was not exact, lowest F1 first."""
     n = len(preds)
     em, f1 = squad_em_f1(preds, refs)
-    per = [_squad_one(p, r) for p, r in zip(preds, refs, strict=True)]
+    per = [squad_row(p, r) for p, r in zip(preds, refs, strict=True)]
     wrong = sorted((i for i in range(n) if per[i][0] < 1), key=lambda i: per[i][1])
     errors = [
         {
@@ -250,7 +254,7 @@ def generation_report(
     }
     if metric not in scores:
         raise DataError(f"unknown generation metric {metric!r}; use one of {sorted(scores)}")
-    per = [_chrf_one(p, r) for p, r in zip(preds, refs, strict=True)]
+    per = [chrf_row(p, r) for p, r in zip(preds, refs, strict=True)]
     worst = sorted(range(n), key=lambda i: per[i])
     errors = [
         {
