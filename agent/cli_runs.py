@@ -45,10 +45,15 @@ def show(run_id: str, home: str | None, no_plot: bool) -> None:
         click.echo(f"{i:>3}. [{d['by']:4s}] {d['action']} {where}{args if args else ''}")
         click.echo(f"       why: {d['reason']}")
     points = trajectory(store, run_id)
-    click.echo("\nvalidation score per experiment:")
+    click.echo("\nmodels tried (validation: real rows, then teacher-written rows; speed batched):")
     for p in points:
-        bar = "█" * int(round(p["score"] * 40))
-        click.echo(f"  {p['name']:<22s} {p['score']:.3f} {bar}  ({p['n_train']} training examples)")
+        real = (
+            f"real {p['real']:.3f} on {p['real_rows']:>3}" if p["real"] is not None else "real   —         "
+        )
+        ms = f"{p['ms_per_example']:.1f} ms/example" if p.get("ms_per_example") is not None else ""
+        bar = "█" * int(round(min(p["score"] / (100 if p["score"] > 1 else 1), 1) * 20))
+        click.echo(f"  {p['name']:<22s} {real}   teacher-written {p['score']:.3f} {bar:<20s} {ms}"
+                   f"  ({p['n_train']} training rows)")  # fmt: skip
     if not points:
         click.echo("  (no experiment yet)")
     led = store.ledger(run_id)

@@ -126,9 +126,11 @@ def describe(c: dict[str, Any]) -> str:
 def _order(r: Any, students: list[str]) -> tuple[list[str], dict[str, Any]]:
     """Students with what they need first; needs trained in an earlier round are loaded, not trained."""
     infos = {s.name: s for s in r.kind.students(r.spec)}
-    unknown = [n for n in students if n not in infos]
-    if unknown:
-        raise TaskError(f"no student {unknown[0]!r} for {r.spec.task_type}; one of {list(infos)}")
+    for n in students:
+        info = infos.get(n) or r.kind.info(n)
+        if info is None:
+            raise TaskError(f"no student {n!r} for {r.spec.task_type}; one of {list(infos)}")
+        infos[n] = info
     order: list[str] = []
     earlier: dict[str, Any] = {}
     for name in students:
@@ -160,7 +162,7 @@ def train_candidates(r: Any, students: list[str], overrides: dict[str, Any], pre
         raise TaskError("no validation rows; give more examples or raise the example budget")
     settings = r.settings(overrides)
     order, earlier = _order(r, students)
-    infos = {s.name: s for s in r.kind.students(r.spec)}
+    infos = {n: r.kind.info(n) for n in order}
     cands = []
     for name in order:
         t0 = time.perf_counter()

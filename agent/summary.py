@@ -8,7 +8,7 @@ from typing import Any
 
 from p2m.agent.policy import Summary
 from p2m.agent.scoring import signal
-from p2m.errors import ConfigError
+from p2m.errors import ConfigError, P2MError
 from p2m.tools.validation import unit
 
 __all__ = ["build_summary", "example_counts", "round_view"]
@@ -47,6 +47,23 @@ def _index_has_data(r: Any) -> bool:
         return any(index.count(k) for k in ("datasets", "local"))
     except ConfigError:
         return False
+
+
+def _catalogue(r: Any) -> list[dict[str, Any]]:
+    """Other base models the kind could train (the HF cache, the model index, the Hub when online)."""
+    try:
+        index = None
+        from p2m.memory.vectors import open_index
+
+        found = open_index(r.opts.chroma_url)
+        index = found if found.count("models") else None
+    except Exception:  # no index (or an unreachable Chroma server): the cache and the Hub still count
+        index = None
+    try:
+        return r.kind.catalogue(r.spec, index=index)
+    except P2MError as e:
+        r.log(f"model catalogue unavailable: {e}")
+        return []
 
 
 def build_summary(planner: Any, k: int) -> Summary:
@@ -91,6 +108,8 @@ def build_summary(planner: Any, k: int) -> Summary:
     models = [{"id": s.name, "base": s.base, "params_m": s.params_m, "fits": True, "why_not": None,
                "tried": s.name in tried, "ms_per_example": speed.get(s.name), "note": s.note}
               for s in r.kind.students(spec)]  # fmt: skip
+    for m in _catalogue(r):
+        models.append({**m, "tried": m["id"] in tried, "ms_per_example": speed.get(m["id"])})
     gen = r.store.examples(r.run_id, kept=None, source_prefix="generated:")
     led = r.store.ledger(r.run_id)
     index_rows = (r.store.stage_info(r.run_id, "retrieve") or {}).get("rows", 0)

@@ -134,6 +134,8 @@ def test_show_prints_decisions_and_trajectory(fake_llm, capsys) -> None:
     main(["show", res.run_id])
     out = capsys.readouterr().out
     assert "decisions:" in out and "[rule] stop" in out and "r0-quick-trial" in out and "plot:" in out
+    tried = out[out.index("models tried") :]
+    assert "real 1.000 on   1" in tried and "teacher-written" in tried and "ms/example" in tried
     with pytest.raises(SystemExit) as e:
         main(["show", "nope"])
     assert e.value.code == 1 and "no run 'nope'" in capsys.readouterr().err
@@ -157,3 +159,60 @@ def test_graph_wiring_is_stable(fake_llm) -> None:
                  "__start__ -.-> deploy", "prepare --> train", "train --> decide", "decide -.-> act",
                  "decide -.-> deploy", "act --> train", "deploy --> __end__"):  # fmt: skip
         assert edge in drawing, drawing
+
+
+def _tiny_bert_in_cache(cache) -> str:
+    """A 2-layer, 32-wide BERT with a WordPiece tokenizer, in the HF cache layout; returns its repo id."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from tests.test_models import cached
+
+    src = cache.parent / "tiny-bert-src"
+    src.mkdir()
+    words = ("[PAD] [UNK] [CLS] [SEP] [MASK] i was charged twice the app crashes bill bug error payment refund "
+             "hello other invoice ##s ##ed").split()  # fmt: skip
+    (src / "vocab.txt").write_text("\n".join(words) + "\n")
+    BertTokenizerFast(vocab_file=str(src / "vocab.txt")).save_pretrained(src)
+    config = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=128)  # fmt: skip
+    BertModel(config).save_pretrained(src)
+    files = {p.name: p.read_bytes() for p in src.iterdir() if p.is_file()}
+    files["README.md"] = b"---\nlicense: apache-2.0\n---\n# tiny\n"
+    cached(cache, "p2m-test/tiny-bert", files)
+    return "p2m-test/tiny-bert"
+
+
+def test_an_llm_decider_switches_to_an_encoder_from_the_hf_cache(tmp_path, monkeypatch) -> None:
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf_cache"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    repo = _tiny_bert_in_cache(cache)
+    chat = FakeChatModel()
+    llm = LLMClient(chat, "fake-strong", "json_schema", capable=True)
+    seen = []
+
+    def responder(messages, params):
+        if any("You plan how to improve" in c for _, c in messages):
+            summary = json.loads(messages[-1][1])
+            seen.append(summary["models"])
+            if len(seen) == 1:
+                return json.dumps(
+                    {"action": "switch_model", "name": f"finetune@{repo}", "reason": "try the encoder"}
+                )
+            return json.dumps({"action": "stop", "reason": "enough"})
+        return _noisy(messages, params)
+
+    chat.responder = responder
+    res = run_planner(HARD, _opts(), PlanOptions(max_rounds=3, decider="auto"), llm=llm, progress=False)
+    offered = {m["id"]: m for m in seen[0]}
+    assert offered[f"finetune@{repo}"]["fits"] and not offered[f"finetune@{repo}"]["tried"]
+    decisions = open_store().decisions(res.run_id)
+    switch = next(d for d in decisions if d["action"] == "switch_model")
+    assert switch["by"] == "llm" and switch["args"]["name"] == f"finetune@{repo}"
+    tried = [m["name"] for m in res.report["models_tried"]]
+    assert tried[0] == "r0-quick-trial" and f"r1-finetune@{repo}" in tried  # trained for real, and recorded
+    exp = next(e for e in open_store().experiments(res.run_id) if e["name"] == f"r1-finetune@{repo}")
+    assert exp["params"]["base"] == repo and exp["report"]["estimates"]["teacher"]["rows"] > 0
+    assert f"finetune@{repo}" in {m["id"] for m in seen[-1] if m["tried"]}

@@ -55,6 +55,24 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+def estimates_md(report: dict[str, Any]) -> str:
+    """The two validation estimates, real rows first: what a user can trust leads."""
+    est = report.get("estimates") or {}
+    real, tw = est.get("real"), est.get("teacher")
+    lines = []
+    if real:
+        lines.append(f"- **On real rows** ({real['rows']}: the prompt's demonstrations, examples people labelled, held-out "
+                     f"retrieved data, an `--eval` file): {real['metric']} **{real['score']:.3f}** (90% interval "
+                     f"{real['low']:.2f}–{real['high']:.2f}).")  # fmt: skip
+    else:
+        lines.append("- On real rows: none were given (add examples to the prompt, or `--eval FILE`).")
+    if tw:
+        lines.append(f"- On teacher-written rows ({tw['rows']}, held out from the generated data; they flatter the student: "
+                     f"the teacher wrote its training rows too): {tw['metric']} {tw['score']:.3f} (90% interval "
+                     f"{tw['low']:.2f}–{tw['high']:.2f}).")  # fmt: skip
+    return "\n".join(lines)
+
+
 def model_card(spec: TaskSpec, report: dict[str, Any], teacher: str) -> str:
     """The model card (README.md) of a run, from its report."""
     if spec.task_type != "classification":
@@ -110,11 +128,14 @@ All training data was written by the teacher LLM ({teacher}) for one label at a 
 without trusting the teacher's judgement: {data["generation"].get("requests", 0)} requests,
 {cur["kept"]} examples kept; dropped: {json.dumps(cur["dropped"])}. Per label: {json.dumps(cur["per_label"])};
 diversity (1 − mean pairwise cosine similarity): {json.dumps(cur["diversity"])}.
-Training rows: {data["train"]}; validation rows: {data["validation"]} (a held-out split of the generated data plus the
-prompt's demonstrations). The data is in `data/` with its provenance.
+Training rows: {data["train"]}; teacher-written validation rows: {data["validation"]}; real validation rows:
+{data.get("real_validation", 0)}. The data is in `data/` with its provenance.
 
 ## Evaluation
-On the validation set ({val["n"]} rows): accuracy **{val["score"]:.3f}**, macro-F1 {val["scores"]["macro_f1"]:.3f}.{user_md}
+{estimates_md(report)}
+
+Details on the teacher-written validation rows ({val["n"]}): accuracy {val["score"]:.3f}, macro-F1
+{val["scores"]["macro_f1"]:.3f}.{user_md}
 
 {_table(per_label, ["label", "precision", "recall", "F1", "support"])}
 
@@ -203,11 +224,15 @@ All training data was written by the teacher LLM ({teacher}) and checked without
 {gen.get("requests", 0)} requests, {gen.get("usable", 0)} examples passed the checks while generating
 ({json.dumps(gen.get("checks", {}))}); curation kept {cur["kept"]} (dropped: {json.dumps(cur["dropped"])});
 diversity of the {cur.get("diversity_of", "inputs")} (1 − mean pairwise cosine similarity): {cur["diversity"]}.
-Training rows: {data["train"]}; validation rows: {data["validation"]} (a held-out split of the generated data plus the
-prompt's demonstrations). The data is in `data/` with its provenance.
+Training rows: {data["train"]}; teacher-written validation rows: {data["validation"]}; real validation rows:
+{data.get("real_validation", 0)}. The data is in `data/` with its provenance.
 
 ## Evaluation
-Metric: {_METRIC_NAMES.get(val["metric"], val["metric"])}. On the validation set ({val["n"]} rows): {scores}.{user_md}
+Metric: {_METRIC_NAMES.get(val["metric"], val["metric"])}.
+
+{estimates_md(report)}
+
+Details on the teacher-written validation rows ({val["n"]}): {scores}.{user_md}
 
 Worst validation examples:
 

@@ -65,6 +65,10 @@ class Kind(Protocol):
 
     def default_students(self, spec: TaskSpec) -> list[str]: ...
 
+    def info(self, name: str) -> StudentInfo | None: ...
+
+    def catalogue(self, spec: TaskSpec, index: Any = None) -> list[dict[str, Any]]: ...
+
     def train(self, name: str, train: list[tuple[str, str]], val: list[tuple[str, str]], spec: TaskSpec,
               settings: TrainSettings, *, progress: bool, earlier: dict[str, Any]) -> tuple[Any, dict[str, Any]]: ...  # fmt: skip
 

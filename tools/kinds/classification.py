@@ -1,8 +1,10 @@
-"""Classification: per-label generation, curation with cross-validated label checks, MiniLM students.
+"""Classification: per-label generation, curation with cross-validated label checks, encoder students.
 
 Students: `quick-trial` (frozen MiniLM embeddings + logistic regression + the label-name prior,
-seconds) and `finetune` (MiniLM fine-tuned as a sequence classifier, distilled from the quick
-trial's probabilities: teacher labels corrected by the prior).
+seconds), `finetune` (MiniLM fine-tuned as a sequence classifier, distilled from the quick
+trial's probabilities: teacher labels corrected by the prior), and `finetune@<model id>`: any
+encoder from the model catalogue (tools/models.py: the HF cache, the model index, the Hub when
+online) fine-tuned the same way — what the planner's switch_model picks from.
 """
 
 from __future__ import annotations
@@ -62,6 +64,19 @@ class Classification:
     def students(self, spec: TaskSpec) -> list[StudentInfo]:
         return list(_STUDENTS)
 
+    def catalogue(self, spec: TaskSpec, index: Any = None) -> list[dict[str, Any]]:
+        """Encoders from the model catalogue this kind can fine-tune (`finetune@<id>`), with fits/why_not."""
+        from p2m.tools.models import MINILM, candidates
+
+        out = []
+        for c in candidates(spec, index=index):
+            if c.student != "encoder-ft" or c.id == MINILM:
+                continue
+            out.append({"id": f"finetune@{c.id}", "base": c.id, "params_m": round((c.params or 0) / 1e6, 1),
+                        "fits": c.fits, "why_not": c.why_not, "source": c.source, "licence": c.licence,
+                        "note": c.note or ""})  # fmt: skip
+        return out
+
     def default_students(self, spec: TaskSpec) -> list[str]:
         return ["quick-trial", "finetune"]
 
@@ -73,14 +88,30 @@ class Classification:
             student, _, params = train_quick(train, val, spec.labels,
                                              prior=label_prototypes(spec.labels, spec.input_kind))  # fmt: skip
             return student, params
-        if name == "finetune":
+        if name == "finetune" or name.startswith("finetune@"):
             cfg = TrainConfig(**{**settings.extra, "epochs": settings.epochs, "seed": settings.seed,
                                  **({"lr": settings.lr} if settings.lr else {})})  # fmt: skip
             quick = earlier.get("quick-trial")
-            soft = quick.probabilities([x for x, _ in train]) if quick is not None else None
-            student, _, params = finetune(train, val, spec.labels, cfg, progress=progress, soft=soft)
-            return student, params
+            if not hasattr(quick, "probabilities"):  # not trained in this round (or loaded): seconds to redo
+                quick, _ = self.train(
+                    "quick-trial", train, val, spec, settings, progress=progress, earlier={}
+                )
+            soft = quick.probabilities([x for x, _ in train])
+            base = _base_path(name.split("@", 1)[1]) if "@" in name else None
+            student, _, params = finetune(
+                train, val, spec.labels, cfg, base=base, progress=progress, soft=soft
+            )
+            return student, {**params, **({"base": name.split("@", 1)[1]} if base else {})}
         raise TaskError(f"no student {name!r} for classification; one of {[s.name for s in _STUDENTS]}")
+
+    def info(self, name: str) -> StudentInfo | None:
+        """What a student name means (`finetune@<id>` for a catalogue encoder)."""
+        known = {s.name: s for s in _STUDENTS}
+        if name in known:
+            return known[name]
+        if name.startswith("finetune@"):
+            return StudentInfo(name, f"{name.split('@', 1)[1]} fine-tuned", 0.0, needs=("quick-trial",))
+        return None
 
     def score(self, spec: TaskSpec, preds: list[str], refs: list[list[str]], inputs: list[str]) -> EvalReport:
         return classification_report([r[0] for r in refs], preds, spec.labels, inputs)
@@ -89,3 +120,11 @@ class Classification:
         from p2m.tools.train import load_student
 
         return load_student(path, fast=fast)
+
+
+def _base_path(model_id: str) -> str:
+    """A catalogue encoder's local folder: in the HF cache, or fetched from the Hub (when online)."""
+    from p2m.tools.models import candidates, fetch_model
+
+    local = next((c for c in candidates("classification", online=False) if c.id == model_id and c.path), None)
+    return str(local.path) if local else str(fetch_model(model_id))

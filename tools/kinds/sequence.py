@@ -68,6 +68,16 @@ class Sequence:
                              f"{DISTIL_RECORDS} new records" if self.task_type == "data_to_text" else "")),
         ]  # fmt: skip
 
+    def info(self, name: str) -> StudentInfo | None:
+        return next(
+            (s for s in self.students(TaskSpec(instruction="", task_type=self.task_type)) if s.name == name),
+            None,
+        )
+
+    def catalogue(self, spec: TaskSpec, index: Any = None) -> list[dict[str, Any]]:
+        """No other base models yet: the generation students train from SmolLM2-135M only."""
+        return []
+
     def default_students(self, spec: TaskSpec) -> list[str]:
         return ["qa-reader"] if self.task_type == "extractive_qa" else ["lora"]
 
