@@ -25,6 +25,7 @@ import json
 import time
 from typing import Any, Literal
 
+from p2m import faults
 from p2m.agent.options import RunOptions, RunResult, open_run, open_store, recorded
 from p2m.agent.policy import ACTIONS, Budget, Summary, guard, rule_decide
 from p2m.agent.run import Run
@@ -256,6 +257,16 @@ class Planner:
         return {}
 
 
+def _at_point(name: str, node: Any) -> Any:
+    """The node, entered through the fault point `node:<name>` (p2m/faults.py; nothing outside tests)."""
+
+    def entered(state: PlannerState) -> dict[str, Any]:
+        faults.point(f"node:{name}")
+        return node(state)
+
+    return entered
+
+
 def _entry(state: PlannerState) -> Literal["prepare", "train", "decide", "act", "deploy"]:
     return state.get("entry") or "prepare"  # type: ignore[return-value]
 
@@ -272,7 +283,7 @@ def build_graph(planner: Planner) -> Any:
 
     g = StateGraph(PlannerState)
     for name in ("prepare", "train", "decide", "act", "deploy"):
-        g.add_node(name, getattr(planner, name))
+        g.add_node(name, _at_point(name, getattr(planner, name)))
     g.add_conditional_edges(START, _entry, ["prepare", "train", "decide", "act", "deploy"])
     g.add_edge("prepare", "train")
     g.add_edge("train", "decide")

@@ -296,6 +296,7 @@ class RunStore:
                 time.time(),
             ),
         )
+        faults.point("decision")
 
     def decisions(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._rows(

@@ -4,7 +4,9 @@
 `rows@2=kill` when the second batch of examples has been stored; `model=enospc` raises "No space left
 on device" where a model is saved. Names: `stage:<stage>` (RunStore.set_stage), `rows`
 (RunStore.add_examples, after the commit), `experiment` (RunStore.add_experiment, after the commit),
-`answer` (LLMClient, a fresh answer cached but not yet used), `model` (a student about to be saved).
+`answer` (LLMClient, a fresh answer cached but not yet used), `model` (a student about to be saved),
+`decision` (RunStore.add_decision, after the commit). `interrupt` raises KeyboardInterrupt instead of
+killing (in-process tests of resuming at every node).
 Unset — always, outside tests — a point costs one dictionary lookup.
 """
 
@@ -16,7 +18,7 @@ import signal
 import threading
 from collections import Counter
 
-__all__ = ["point"]
+__all__ = ["point", "reset"]
 
 _hits: Counter[str] = Counter()
 _lock = threading.Lock()
@@ -31,8 +33,15 @@ def _plan() -> dict[str, tuple[int, str]]:
     return plan
 
 
+def reset() -> None:
+    """Forget the hits counted so far (a new in-process run counts from one)."""
+    with _lock:
+        _hits.clear()
+
+
 def point(name: str) -> None:
-    """Act on `name` when P2M_FAULTS asks for it at this hit: `kill` (SIGKILL this process) or `enospc`."""
+    """Act on `name` when P2M_FAULTS asks for it at this hit: `kill` (SIGKILL this process), `interrupt`
+    (KeyboardInterrupt) or `enospc`."""
     if "P2M_FAULTS" not in os.environ:
         return
     planned = _plan().get(name)
@@ -46,7 +55,9 @@ def point(name: str) -> None:
         return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "interrupt":
+        raise KeyboardInterrupt(f"fault point {name}")
     elif action == "enospc":
         raise OSError(errno.ENOSPC, f"No space left on device (fault point {name})")
     else:
-        raise ValueError(f"P2M_FAULTS: unknown action {action!r} for {name!r} (kill or enospc)")
+        raise ValueError(f"P2M_FAULTS: unknown action {action!r} for {name!r} (kill, interrupt or enospc)")

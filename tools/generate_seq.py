@@ -217,7 +217,7 @@ def _code_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> l
     request = clean_generated(data.get("request") if isinstance(data, dict) else None)
     if not request or not 3 <= len(request.split()) <= 40:
         return [_row(request or "", "", u * STRIDE, "invalid_request")]
-    user = ctx["system"] + "\n\n" + load_prompt("seq_output_user").format(input=request, hint="")
+    user = ctx["system"] + "\n\n" + load_prompt("seq_output_user").format(input=request, hint=ctx["hint"])
     raw = llm.complete([("user", user)], temperature=cfg.temperature, seed=seed + 1, max_tokens=96,
                        purpose="generate")  # fmt: skip
     code = pick_code_line(raw) if ctx["one_line"] else clean_code(raw)
@@ -261,7 +261,7 @@ def _d2t_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> li
         if len(values) > 1
         else ""
     )
-    user = system + "\n\n" + load_prompt("seq_output_user").format(input=inp, hint=hint)
+    user = system + "\n\n" + load_prompt("seq_output_user").format(input=inp, hint=hint + ctx["hint"])
     text = clean_generated(_line(llm, user, cfg, cfg.seed + u * STRIDE, 120))
     first = re.split(r"(?<=[.!?])\s+", text or "", maxsplit=1)[0]
     reason = None
@@ -292,7 +292,7 @@ def _textgen_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -
     inp = clean_generated(_line(llm, user, cfg, seed, cfg.max_tokens))
     if not inp or len(inp.split()) < 2:
         return [_row(inp or "", "", u * STRIDE, "invalid_input")]
-    user = ctx["system"] + "\n\n" + load_prompt("seq_output_user").format(input=inp, hint="")
+    user = ctx["system"] + "\n\n" + load_prompt("seq_output_user").format(input=inp, hint=ctx["hint"])
     out = clean_generated(_line(llm, user, cfg, seed + 1, 128))
     return [_row(inp, out or "", u * STRIDE, check_output(out, inp, ctx["max_words"]))]
 
@@ -508,16 +508,18 @@ def _d2t_context(spec: TaskSpec, llm: Any, cfg: GenConfig) -> dict[str, Any]:
             "proposed_values": proposed, "required": required}  # fmt: skip
 
 
-def _context(spec: TaskSpec, llm: Any, cfg: GenConfig) -> dict[str, Any]:
+def _context(spec: TaskSpec, llm: Any, cfg: GenConfig, hint: str = "") -> dict[str, Any]:
+    # the user's style or length wish, on its own line after the input of every output-writing request
+    extra = {"hint": f"\n{hint.strip()}" if hint.strip() else ""}
     if spec.task_type == "data_to_text":
-        return _d2t_context(spec, llm, cfg)
+        return {**_d2t_context(spec, llm, cfg), **extra}
     outs = [o for _, o in spec.demonstrations]
     one_line = (all("\n" not in o for o in outs) if outs else True) or "one-line" in spec.instruction.lower()
     max_words = int(max([len(o.split()) for o in outs] or [60]) * 3) + 10
     firsts = [i.split()[0].lower() for i, _ in spec.demonstrations if i.split() and i.split()[0].isalpha()]
     verbs = list(dict.fromkeys(firsts + list(_VERBS)))
     return {"system": _system(spec), "inputs_system": _system(spec, inputs_only=True), "one_line": one_line,
-            "max_words": max_words, "verbs": verbs}  # fmt: skip
+            "max_words": max_words, "verbs": verbs, **extra}  # fmt: skip
 
 
 def generate_seq(
@@ -530,6 +532,8 @@ def generate_seq(
     on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
     run_id: str = "",
     progress: Any = None,
+    hint: str = "",
+    known: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Generate checked examples for a non-classification task until `config.examples` or a budget is spent.
 
@@ -542,6 +546,11 @@ def generate_seq(
         on_rows: receives each batch of rows (kept or not) to persist them at once.
         run_id: recorded in each row's source.
         progress: a tqdm-like object updated per usable example.
+        known: rows already stored for this target (a resumed stage): a new row repeating one is a duplicate,
+            as it would have been in an uninterrupted run.
+        hint: the user's wish for the outputs ("Keep each output to one short sentence.", "Use a formal
+            tone."), appended to every request that writes an output (code, data-to-text, text generation;
+            extractive QA answers are spans picked from the passage, so it does not apply there).
 
     Returns:
         {"requests", "usable", "seconds", "stopped_by", "checks"} (+ "proposed_values" for data-to-text).
@@ -550,9 +559,10 @@ def generate_seq(
         raise TaskError(f"no generator for task type {spec.task_type!r}; one of {', '.join(SEQ_TYPES)}")
     start = time.monotonic()
     calls0 = llm.ledger.calls if hasattr(llm, "ledger") else 0
-    ctx = _context(spec, llm, config)
+    ctx = _context(spec, llm, config, hint)
     unit_fn = _UNITS[spec.task_type]
     seen = {dedup_key({"input": i, "output": o}, spec.task_type) for i, o in spec.demonstrations}
+    seen |= {dedup_key(r, spec.task_type) for r in known or [] if r.get("kept", True)}
     stride = QA_STRIDE if spec.task_type == "extractive_qa" else STRIDE
     unit = -(-start_index // stride)
     usable, stopped_by, units, dry = 0, "target", 0, 0

@@ -41,7 +41,7 @@ class Sequence:
         from p2m.tools.generate_seq import generate_seq
 
         return generate_seq(spec, llm, cfg, start_index=start_index, have=len(existing), run_id=run_id,
-                            progress=progress, on_rows=on_rows)  # fmt: skip
+                            progress=progress, on_rows=on_rows, known=existing, hint=focus.get("hint") or "")  # fmt: skip
 
     def curate(self, rows: list[dict[str, Any]], spec: TaskSpec, *, seed: int, later: bool
                ) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
