@@ -180,10 +180,15 @@ def _print_result(res: Any) -> None:
         u = rep["user_eval"]
         click.echo(f"  on the --eval file alone: {u['metric']} {u['score']:.3f} ({u['n']} rows)")
     planner = rep.get("planner") or {}
-    if planner.get("rounds", 1) > 1 or (planner.get("stopped") and planner.get("max_rounds", 1) > 1):
-        click.echo(
-            f"planner: {planner['rounds']} round(s); stopped: {planner.get('stopped')}  (`p2m show {res.run_id}`)"
-        )
+    click.echo(f"planner: {planner.get('rounds', 1)} round(s) of at most {planner.get('max_rounds', 1)}; decisions "
+               f"(`p2m show {res.run_id}` for all):")  # fmt: skip
+    for d in rep.get("decisions") or []:
+        rnd = (d.get("args") or {}).get("round")
+        if rnd is not None and not d["action"].startswith("rejected"):
+            click.echo(f"  → round {rnd}: {d['action']} ({d['by']}) — {d['reason'][:160]}")
+    sel = [d for d in rep.get("decisions") or [] if d["action"] == "select"]
+    if sel:
+        click.echo(f"  kept: {sel[-1]['reason'][:200]}")
     cost = rep["cost"]
     failed = ", ".join(f"{n} {kind}" for kind, n in sorted((cost.get("failures") or {}).items()))
     click.echo(

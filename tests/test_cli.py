@@ -183,6 +183,7 @@ def test_run_succeeds_and_prints_where_the_model_is(finished_run):
     real = proc.stdout.index("validation, accuracy")
     assert "real row" in proc.stdout[real:] and "teacher-written rows" in proc.stdout[real:]
     assert proc.stdout.index("real row") < proc.stdout.index("teacher-written rows")
+    assert "planner: " in proc.stdout and "→ round 1: " in proc.stdout and "kept: " in proc.stdout
     folder = home / "runs" / run_id
     assert f"model: {folder / 'model'}" in proc.stdout
     assert (
