@@ -221,6 +221,12 @@ def _result(task: dict, rows: list, res: Any, stud: dict, zero_shot: dict | None
         "teacher": {"score": teacher_est.get("score"), "rows": teacher_est.get("rows", 0)},
         "real": {k: real_est[k] for k in ("score", "rows", "low", "high")} if real_est else
         {"score": None, "rows": 0, "low": None, "high": None}}}  # fmt: skip
+    # how well each estimate predicted the test score (test − estimate; does the real interval hold it?)
+    test = stud["score"]
+    stud["validation"]["error"] = {
+        "teacher": round(test - teacher_est["score"], 4) if teacher_est.get("score") is not None else None,
+        "real": round(test - real_est["score"], 4) if real_est else None,
+        "real_interval_holds_test": (real_est["low"] <= test <= real_est["high"]) if real_est else None}  # fmt: skip
     return {
         "task": task["name"],
         "metric": task["metric"],
@@ -292,6 +298,16 @@ def format_result(r: dict[str, Any]) -> str:
         if tw.get("rows")
         else " no teacher-written rows\n"
     )
+    err = v.get("error") or {}
+    if err.get("teacher") is not None:
+        real_err = err.get("real")
+        holds = "yes" if err.get("real_interval_holds_test") else "no"
+        val += f"  test − estimate: teacher-written {err['teacher']:+.3f}"
+        val += (
+            f", real {real_err:+.3f} (its interval holds the test score: {holds})\n"
+            if real_err is not None
+            else "\n"
+        )
     return (
         f"\n{r['task']} ({r['metric']}, {r['n_test']} test rows)\n"
         f"  student  {r['student']['score']:.3f}   {r['student']['ms_per_example']:.2f} ms/ex"

@@ -273,6 +273,14 @@ def test_bench_scores_student_and_teacher_on_every_reference(tmp_path, memo_stud
     assert result["teacher"]["prompt_template"].startswith("{prompt}")
     assert json.loads((tmp_path / "out.json").read_text())["task"] == "tiny_d2t"
     assert "(batched)" in format_result(result)
+    # the contract: both validation estimates, each with its rows; how far each was from the test score
+    v = result["student"]["validation"]
+    assert set(v["teacher"]) == {"score", "rows"} and v["teacher"]["rows"] >= 1
+    assert {"score", "rows", "low", "high"} <= set(v["real"]) and v["real"]["rows"] >= 1
+    assert v["error"]["teacher"] == pytest.approx(
+        result["student"]["score"] - v["teacher"]["score"], abs=1e-3
+    )
+    assert "test − estimate" in format_result(result) and result["pipeline"]["planner"]["rounds"] >= 1
 
 
 @pytest.mark.parametrize("name", ["qa_passages", "python_snippets"])
