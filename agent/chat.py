@@ -1,11 +1,13 @@
-"""A conversation with the agent about one task: describe it, answer a question or two, refine, deploy.
+"""A conversation with the agent about one task of any kind: describe it, answer a question or two, refine,
+deploy.
 
 `ChatSession.handle(message)` reads what the message asks for (agent/intents.py), carries it out and
 returns the agent's replies. Every refinement makes a new TaskSpec version in the run store, redoes
-only what it affects (agent/refine.py), retrains and reports the metric next to the previous
-version's. The conversation, the versions and the session's settings live in the run store (the
-session id is the run id), so a new process — a reloaded web page, another terminal — re-attaches
-with `ChatSession.attach(run_id)` and nothing is lost.
+only what it affects (agent/refine.py), retrains and reports the scores — on real rows first, then on
+teacher-written rows, each with its rows and 90% interval — next to the previous version's. The
+conversation, the versions and the session's settings live in the run store (the session id is the
+run id), so a new process — a reloaded web page, another terminal — re-attaches with
+`ChatSession.attach(run_id)` and nothing is lost.
 """
 
 from __future__ import annotations
@@ -17,21 +19,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from p2m.agent.intents import HELP, LANGUAGES, Intent, llm_intent, looks_foreign, parse_intent
+from p2m.agent.chat_data import DataIntents
+from p2m.agent.chat_labels import LabelIntents
+from p2m.agent.chat_seq import SeqIntents, sample_lines
+from p2m.agent.intents import HELP, SEQ_HELP, Intent, llm_intent, looks_foreign, parse_intent
 from p2m.agent.options import RunOptions, open_run, open_store
-from p2m.agent.refine import (
-    USER_DROP,
-    compare,
-    drop_where,
-    history_table,
-    mentions,
-    read_upload,
-    sample,
-    train_version,
-)
+from p2m.agent.refine import USER_DROP, drop_where, sample, train_version
 from p2m.agent.run import Run
+from p2m.agent.versions import compare, history_table, scores_line, write_version_plot
 from p2m.errors import ConfigError, P2MError
 from p2m.memory import ResponseCache, RunStore, home_dir
+from p2m.tools.kinds import kind_for
 from p2m.tools.parse import read_task_asking
 from p2m.tools.types import Decision, TaskSpec
 
@@ -39,12 +37,12 @@ __all__ = ["ChatSession", "MAX_MESSAGE"]
 
 MAX_MESSAGE = 20_000  # characters; longer messages are refused with a clear reply (nothing is cut silently)
 
-_LENGTH_HINT = {"short": "Write two or three full sentences with concrete details.",
-                "long": "Keep it to one short sentence."}  # fmt: skip
 
+class ChatSession(DataIntents, LabelIntents, SeqIntents):
+    """One conversation about one task (one run), of any task kind. Thread-safe: one message at a time.
 
-class ChatSession:
-    """One conversation about one task (one run). Thread-safe: one message is worked on at a time.
+    The user's examples and data-wide changes are in agent/chat_data.py, classification intents in
+    agent/chat_labels.py, those of the kinds that write text in agent/chat_seq.py.
 
     Args:
         store: the run store (default: the one under the p2m home).
@@ -197,16 +195,8 @@ class ChatSession:
 
     # intents ------------------------------------------------------------------------------------
     def _on_task(self, intent: Intent, spec: Any, message: str) -> None:
-        spec = read_task_asking(
-            message, lambda: self.llm
-        ).spec  # the teacher only where the reading is unsure
-        if spec.task_type in ("extractive_qa", "text_to_code", "data_to_text") and len(spec.labels) < 2:
-            self._say(
-                f"This reads like a {spec.task_type.replace('_', ' ')} task. The chat refines classification"
-                " tasks for now; build this one with `p2m run` (same description), or name the labels to"
-                " classify ('… as billing, bug or other')."
-            )
-            return
+        reading = read_task_asking(message, lambda: self.llm)  # the teacher only where the reading is unsure
+        spec = reading.spec
         run_id, folder, _, self.options, _ = open_run(
             self.store, message, self.options, None, {"chat": self.state}
         )
@@ -214,210 +204,89 @@ class ChatSession:
         for m in self.state["pending"]:
             self.store.add_chat_message(run_id, m["role"], m["content"])
         self.state["pending"] = []
-        spec.task_type = "classification"
+        # text generation read only as the fallback, without examples: a classification whose labels are
+        # missing, or text to write? Asked, not guessed.
+        fallback = spec.task_type == "text_generation" and reading.why.startswith("no cue")
+        self.state["type_unsure"] = fallback and not spec.demonstrations
         self._new_version(spec, "parsed from your description", intent)
         self._say(self._restate(spec, 1))
         self._ask_or_run(spec)
 
     def _ask_or_run(self, spec: TaskSpec) -> None:
-        if len(spec.labels) < 2:
-            self.state["asking"] = "labels"
-            self._save()
-            self._say(
-                "Which labels should the model choose from? For example: 'labels: billing, bug, other'."
-            )
-        elif not self.state.get("asked_language") and looks_foreign(spec):
-            self.state["asking"], self.state["asked_language"] = "language", True
-            self._save()
-            self._say(
-                "Your description does not read like English. Which language should the examples be written in"
-                " (e.g. 'Spanish')? (Say 'go' to keep English.)"
-            )
-        elif spec.input_kind == "text" and not spec.demonstrations and not self.state["asked_kind"]:
-            self.state["asking"], self.state["asked_kind"] = "input_kind", True
-            self._save()
-            self._say(
+        """Ask what is ambiguous (one question at a time), else train the first version."""
+        st, cls = self.state, spec.task_type == "classification"
+        question = None
+        if st.get("type_unsure") or (cls and len(spec.labels) < 2):
+            st["asking"], question = "labels", self._labels_question(spec)
+        elif not st.get("asked_language") and looks_foreign(spec):
+            st["asking"], st["asked_language"] = "language", True
+            question = ("Your description does not read like English. Which language should the examples be "
+                        "written in (e.g. 'Spanish')? (Say 'go' to keep English.)")  # fmt: skip
+        elif cls and spec.input_kind == "text" and not spec.demonstrations and not st["asked_kind"]:
+            st["asking"], st["asked_kind"] = "input_kind", True
+            question = (
                 "What is one input — a support ticket, a tweet, a product review…? (Say 'go' to keep 'text'.)"
             )
-        else:
-            self.state["asking"] = None
-            self._run(spec, spec.labels, "first version")
+        elif not cls and (ask := self._example_question(spec)):
+            st["asking"], question = "example", ask
+        if question:
+            self._save()
+            self._say(question)
+            return
+        st["asking"] = None
+        self._run(spec, self._everything(spec), "first version")
 
-    def _on_set_labels(self, intent: Intent, spec: TaskSpec, message: str) -> None:
-        labels = list(dict.fromkeys(intent.args["labels"]))
-        gone = [lab for lab in spec.labels if lab not in labels]
-        spec = dataclasses.replace(
-            spec, labels=labels, demonstrations=[d for d in spec.demonstrations if d[1] in labels]
-        )
-        self._drop_labels(gone)
-        self._new_version(spec, f"labels set to {', '.join(labels)}", intent)
-        self._say(self._restate(spec, None))
-        if not self.state["versions"]:
-            self._ask_or_run(spec)
-        else:
-            self._run(
-                spec, [lab for lab in labels if not self._count(lab)], f"labels set to {', '.join(labels)}"
-            )
-
-    def _on_input_kind(self, intent: Intent, spec: TaskSpec, message: str) -> None:
-        spec = dataclasses.replace(spec, input_kind=intent.args["kind"] or "text")
-        self._new_version(spec, f"one input is a {spec.input_kind}", intent)
-        self.state["asking"] = None
-        if self.state["versions"]:
-            self._drop_generated(lambda x: True, f"{USER_DROP} input kind changed")
-            self._run(spec, spec.labels, f"inputs are {spec.input_kind}s")
-        else:
-            self._ask_or_run(spec)
+    def _everything(self, spec: TaskSpec) -> list[str] | int:
+        """What a version that rewrites all generated data generates: every label, or a full set of examples."""
+        return list(spec.labels) if spec.task_type == "classification" else self.options.gen.examples
 
     def _on_go(self, intent: Intent, spec: TaskSpec, message: str) -> None:
         if self.state["versions"]:
             v = self.state["versions"][-1]
             self._say(
-                f"Version {v['version']} is trained (accuracy {v['score']:.3f}). Refine it, or say 'stop and deploy'."
+                f"Version {v['version']} is trained ({scores_line(v)}). Refine it, or say 'stop and deploy'."
             )
         else:
             self.state["asking"] = None
             self._ask_or_run(spec)
 
-    def _on_add_label(self, intent: Intent, spec: TaskSpec, message: str) -> None:
-        label = intent.args["label"]
-        if label.lower() in {lab.lower() for lab in spec.labels}:
-            self._say(f"'{label}' is already a label ({', '.join(spec.labels)}).")
-            return
-        spec = dataclasses.replace(spec, labels=[*spec.labels, label])
-        self._new_version(spec, f"added the label {label}", intent)
-        self._say(
-            f"Added the label '{label}'. I will write examples for {label} only; the others keep theirs."
-        )
-        self._run_if_started(spec, [label], f"added {label}")
-
-    def _on_remove_label(self, intent: Intent, spec: TaskSpec, message: str) -> None:
-        label = next((lab for lab in spec.labels if lab.lower() == intent.args["label"].lower()), None)
-        if label is None:
-            self._say(f"There is no label '{intent.args['label']}'; the labels are {', '.join(spec.labels)}.")
-            return
-        if len(spec.labels) <= 2:
-            self._say("A classifier needs at least two labels; add another one before removing this one.")
-            return
-        spec = dataclasses.replace(spec, labels=[lab for lab in spec.labels if lab != label],
-                                   demonstrations=[d for d in spec.demonstrations if d[1] != label])  # fmt: skip
-        n = self._drop_labels([label])
-        self._new_version(spec, f"removed the label {label}", intent)
-        self._say(f"Removed the label '{label}' and its {n} examples (kept in the store, marked dropped).")
-        self._run_if_started(spec, [], f"removed {label}")
-
     def _on_length(self, intent: Intent, spec: TaskSpec, message: str) -> None:
-        label, direction = intent.args.get("label"), intent.args.get("direction", "short")
-        if label and label.lower() not in {lab.lower() for lab in spec.labels}:
-            self._say(f"There is no label '{label}'; the labels are {', '.join(spec.labels)}.")
-            return
-        labels = [lab for lab in spec.labels if not label or lab.lower() == label.lower()]
-        for lab in labels:
-            self.state["hints"][lab] = _LENGTH_HINT[direction]
-        n = self._drop_generated(lambda x: x["output"] in labels, f"{USER_DROP} too {direction}")
-        self._new_version(spec, f"{', '.join(labels)} examples were too {direction}", intent)
-        self._say(f"I dropped {n} generated examples of {', '.join(labels)} and will write new ones, asking for "
-                  f"{'longer' if direction == 'short' else 'shorter'} text.")  # fmt: skip
-        self._run_if_started(spec, labels, f"{', '.join(labels)} too {direction}")
-
-    def _on_examples(self, intent: Intent, spec: TaskSpec, message: str) -> None:
-        self._add_pairs([tuple(p) for p in intent.args["pairs"]], "user:chat", spec, intent)
-
-    def _upload(self, path: str) -> None:
-        spec = self.spec()
-        if spec is None or len(spec.labels) < 2:
-            raise ConfigError("describe the task (with its labels) before uploading examples")
-        name = Path(path).name
-        self._record("user", f"(uploaded {name})")
-        self._add_pairs(read_upload(path), f"user:{name}", spec, Intent("examples", {"file": name}))
-
-    def _add_pairs(self, pairs: list[tuple[str, str]], source: str, spec: TaskSpec, intent: Intent) -> None:
-        canon = {lab.lower(): lab for lab in spec.labels}
-        good = [(x, canon[y.lower()]) for x, y in pairs if y.lower() in canon]
-        bad = sorted({y for _, y in pairs if y.lower() not in canon})
-        if bad:
-            self._say(f"{len(pairs) - len(good)} examples have labels that are not in the task: {', '.join(bad)}. "
-                      f"Say 'add a label {bad[0]}' first, then send them again.")  # fmt: skip
-        if not good:
-            return
-        self.store.add_examples(
-            self.run_id, [{"input": x, "output": y, "source": source, "split": "train"} for x, y in good]
-        )
-        self._new_version(spec, f"{len(good)} real examples added ({source})", intent)
-        self._say(f"Added {len(good)} real examples for training ({source}); I keep them out of validation.")
-        self._run_if_started(spec, [], f"{len(good)} real examples")
-
-    def _on_drop_word(self, intent: Intent, spec: TaskSpec, message: str) -> None:
-        word = intent.args["word"].strip()
-        if not word:
-            self._say("Which word? For example: 'drop examples that mention prices'.")
-            return
-        self.state["banned"] = sorted({*self.state["banned"], word})
-        n = drop_where(
-            self.store, self.run_id, lambda x: mentions(x["input"], word), f"{USER_DROP} mentions '{word}'"
-        )
-        self._new_version(spec, f"dropped examples that mention '{word}'", intent)
-        self._say(
-            f"Dropped {n} examples that mention '{word}'; new examples that mention it will be dropped too."
-        )
-        self._run_if_started(spec, [], f"without '{word}'")
-
-    def _on_language(self, intent: Intent, spec: TaskSpec, message: str) -> None:
-        name = intent.args["language"]
-        code = LANGUAGES.get(name, name if name in LANGUAGES.values() else None)
-        if code is None:
-            self._say(f"I do not know the language '{name}'; try one of: {', '.join(sorted(LANGUAGES))}.")
-            return
-        lang = next(k for k, v in LANGUAGES.items() if v == code).capitalize()
-        base = spec.instruction.split("\nWrite every input in ")[0]
-        spec = dataclasses.replace(spec, language=code, instruction=f"{base}\nWrite every input in {lang}.")
-        n = self._drop_generated(lambda x: True, f"{USER_DROP} language changed to {code}")
-        if self.state["asking"] == "language":
-            self.state["asking"] = None
-        self._new_version(spec, f"examples in {lang}", intent)
-        if not self.state["versions"]:
-            self._say(f"Every example will be written in {lang}.")
-            if not self.state["asking"]:
-                self._ask_or_run(spec)
-            return
-        self._say(
-            f"From now on every example is written in {lang}; I set aside {n} earlier ones and regenerate."
-        )
-        self._run(spec, spec.labels, f"in {lang}")
+        if spec.task_type == "classification":
+            self._length_labels(intent, spec)
+        else:
+            self._length_seq(intent, spec)
 
     def _on_bigger_model(self, intent: Intent, spec: TaskSpec, message: str) -> None:
         opts = self.options
-        if not opts.finetune:
+        if spec.task_type == "classification" and not opts.finetune:
             opts.finetune = True
             what = "fine-tune all-MiniLM-L6-v2 as a sequence classifier (before: only embeddings + a linear head)"
         else:
             opts.train = dataclasses.replace(opts.train, epochs=opts.train.epochs + 2)
-            what = f"fine-tune longer ({opts.train.epochs} epochs); all-MiniLM-L6-v2 is the largest student available offline"
+            base = kind_for(spec.task_type).students(spec)[0].base
+            what = (
+                f"train longer ({opts.train.epochs} epochs); {base} is the largest student available offline"
+            )
         self._new_version(spec, "bigger student", intent)
         self._say(f"I will {what}.")
-        self._run_if_started(spec, [], "bigger student")
+        self._run_if_started(spec, [] if spec.task_type == "classification" else 0, "bigger student")
 
     def _on_retrain(self, intent: Intent, spec: TaskSpec, message: str) -> None:
         self._new_version(spec, "retrained on the current data", intent)
-        self._run_if_started(spec, [], "retrained")
+        self._run_if_started(spec, [] if spec.task_type == "classification" else 0, "retrained")
 
     def _on_deploy(self, intent: Intent, spec: TaskSpec, message: str) -> None:
         if not self.state["versions"]:
             self._say("Nothing is trained yet; say 'go' first.")
             return
         v = self.state["versions"][-1]
-        best = max(self.state["versions"], key=lambda x: x["score"])
         self.state["deployed"] = v["version"]
         self._save()
         self.store.add_decision(self.run_id, Decision("stop", "you asked to stop and deploy", "rule",
                                                       {"version": v["version"]}).to_dict())  # fmt: skip
-        note = (
-            ""
-            if best is v
-            else f" (v{best['version']} scored higher: {best['score']:.3f}; say so to go back)"
-        )
-        self._say(f"Deployed version {v['version']} (accuracy {v['score']:.3f}){note}.\nmodel: {self.folder / 'model'}\n"
-                  f"card: {self.folder / 'README.md'}\ntry: p2m predict {self.run_id} \"some text\" | p2m serve {self.run_id}")  # fmt: skip
+        self._say(f"Deployed version {v['version']}: {scores_line(v)}.{_better_note(self.state['versions'], v)}\n"
+                  f"model: {self.folder / 'model'}\ncard: {self.folder / 'README.md'}\n"
+                  f"try: p2m predict {self.run_id} {_example(spec)} | p2m serve {self.run_id}")  # fmt: skip
 
     def _on_why(self, intent: Intent, spec: Any, message: str) -> None:
         decisions = self.store.decisions(self.run_id) if self.run_id else []
@@ -437,14 +306,17 @@ class ChatSession:
             return
         self._say(history_table(self.state["versions"]))
 
+    def _help(self, spec: TaskSpec | None) -> str:
+        return HELP if spec is None or spec.task_type == "classification" else SEQ_HELP
+
     def _on_help(self, intent: Intent, spec: Any, message: str) -> None:
-        self._say(HELP)
+        self._say(self._help(spec))
 
     def _on_chat(self, intent: Intent, spec: Any, message: str) -> None:
-        self._say(intent.args.get("reply") or HELP)
+        self._say(intent.args.get("reply") or self._help(spec))
 
     def _on_unknown(self, intent: Intent, spec: Any, message: str) -> None:
-        self._say("I did not understand that as a change to the task. " + HELP)
+        self._say("I did not understand that as a change to the task. " + self._help(spec))
 
     # shared steps -------------------------------------------------------------------------------
     def drop_examples(self, ids: list[int]) -> str:
@@ -470,13 +342,6 @@ class ChatSession:
         rows = self.store.examples(self.run_id, kept=None, source_prefix="generated:")
         return sum(1 for x in rows if (x["request_index"] or -1) >= since and not x["drop_reason"]), want
 
-    def _count(self, label: str) -> int:
-        return sum(x["output"] == label for x in self.store.examples(self.run_id, kept=True))
-
-    def _drop_labels(self, labels: list[str]) -> int:
-        return sum(drop_where(self.store, self.run_id, lambda x, lab=lab: x["output"] == lab,
-                              f"{USER_DROP} label {lab} removed") for lab in labels)  # fmt: skip
-
     def _drop_generated(self, pred: Any, reason: str) -> int:
         return drop_where(self.store, self.run_id, pred, reason, generated_only=True)
 
@@ -488,37 +353,73 @@ class ChatSession:
         self._save()
         return version
 
-    def _run_if_started(self, spec: TaskSpec, generate: list[str], note: str) -> None:
+    def _run_if_started(self, spec: TaskSpec, generate: list[str] | int, note: str) -> None:
         if self.state["versions"] or not self.state["asking"]:
             self._run(spec, generate, note)
 
-    def _run(self, spec: TaskSpec, generate: list[str], note: str) -> None:
+    def _run(self, spec: TaskSpec, generate: list[str] | int, note: str) -> None:
+        """Train one version: `generate` is the labels to write examples for (classification) or how many
+        new examples to write (the other kinds)."""
         version = self.store.task_version(self.run_id)[0]
         self.working_on = f"version {version} ({note})"
-        what = f"writing examples for {', '.join(generate)}, then " if generate else ""
+        cls = spec.task_type == "classification"
+        if cls:
+            what = f"writing examples for {', '.join(generate)}, then " if generate else ""
+            per_label = -(-self.options.gen.examples // max(1, len(spec.labels)))
+            want = per_label * len(generate)
+        else:
+            what = f"writing {generate} new examples, then " if generate else ""
+            want = int(generate)
         self._say(f"Working on version {version}: {what}training …")
         r = Run(self.store, self.run_id, self.folder, "", self.options, False, self.llm)
-        per_label = -(-self.options.gen.examples // max(1, len(spec.labels)))
-        self._progress = (self.store.max_request_index(self.run_id) + 1, per_label * len(generate))
-        rec = train_version(r, spec, version, generate, self.state["hints"], self.state["banned"])
+        self._progress = (self.store.max_request_index(self.run_id) + 1, want)
+        rec = train_version(r, spec, version, generate, self.state["hints"], self.state["banned"],
+                            hint="" if cls else self._seq_hint(), bounds=None if cls else self.state.get("bounds"))  # fmt: skip
         rec["note"] = note
         shown = sample(self.store, self.run_id, version)
         if shown:
-            self._say("A sample of the new data:\n" + "\n".join(f"- [{lab}] {text}" for lab, text in shown))
+            self._say("A sample of the new data:\n" + "\n".join(sample_lines(shown, spec.task_type)))
         prev = self.state["versions"][-1] if self.state["versions"] else None
         self.state["versions"].append(rec)
         self._save()
-        self._say(f"Version {version} trained ({rec['model']}).\n\n{compare(prev, rec)}\n\n"
+        write_version_plot(self.state["versions"], self.folder / "versions.png")
+        self._say(f"Version {version} trained ({rec['model']}): {scores_line(rec)}.\n\n{compare(prev, rec)}\n\n"
                   "Refine it in plain words, ask 'why did you do that?', or say 'stop and deploy'.")  # fmt: skip
 
     def _restate(self, spec: TaskSpec, version: int | None) -> str:
         v = version or self.store.task_version(self.run_id)[0]
+        if spec.task_type != "classification" or self.state.get("type_unsure"):
+            return self._seq_restate(spec, v)
         demos = f"; {len(spec.demonstrations)} example(s) from you" if spec.demonstrations else ""
         labels = ", ".join(spec.labels) if spec.labels else "(none found yet)"
         return (f"Task v{v}: classify each {spec.input_kind} as one of: {labels}. Language: {spec.language}; "
                 f"metric: {spec.metric}{demos}.")  # fmt: skip
 
 
+def _example(spec: TaskSpec) -> str:
+    """An input to try the model on, quoted for a shell: the first demonstration's, else "some text"."""
+    import shlex
+
+    return shlex.quote(spec.demonstrations[0][0] if spec and spec.demonstrations else "some text")
+
+
+def _better_note(versions: list[dict[str, Any]], v: dict[str, Any]) -> str:
+    """Which earlier version scored higher than `v` on the same rows (real rows first), if any."""
+    real = (v.get("real") or {}).get("rows")
+    same = [x for x in versions if x is not v and real and (x.get("real") or {}).get("rows") == real]
+    if same:
+        best = max(same, key=lambda x: x["real"]["score"])
+        if best["real"]["score"] > v["real"]["score"]:
+            return (f" (v{best['version']} scored higher on the same {real} real rows: "
+                    f"{scores_line(best)}; say so to go back)")  # fmt: skip
+        return ""
+    best = max(versions, key=lambda x: x["score"])
+    if best is not v and best["score"] > v["score"] and not real:
+        return f" (v{best['version']} scored higher on teacher-written rows: {scores_line(best)}; say so to go back)"
+    return ""
+
+
 def _new_state() -> dict[str, Any]:
-    return {"asking": None, "asked_kind": False, "asked_language": False, "versions": [], "hints": {}, "banned": [], "deployed": None,
-            "decision_mark": 0, "pending": []}  # fmt: skip
+    return {"asking": None, "asked_kind": False, "asked_language": False, "asked_example": False,
+            "type_unsure": False, "versions": [], "hints": {}, "style": [], "length": None, "bounds": None,
+            "banned": [], "deployed": None, "decision_mark": 0, "pending": []}  # fmt: skip

@@ -18,6 +18,7 @@ from p2m.tools.types import TaskSpec
 
 __all__ = [
     "HELP",
+    "SEQ_HELP",
     "Intent",
     "KINDS",
     "LANGUAGES",
@@ -29,7 +30,7 @@ __all__ = [
 
 KINDS = (
     "task", "add_label", "remove_label", "set_labels", "input_kind", "length", "examples", "drop_word",
-    "language", "bigger_model", "deploy", "why", "retrain", "go", "history", "help", "chat", "unknown",
+    "language", "style", "bigger_model", "deploy", "why", "retrain", "go", "history", "help", "chat", "unknown",
 )  # fmt: skip
 
 LANGUAGES = {
@@ -45,6 +46,17 @@ HELP = """I build a small classifier from your description, then refine it with 
 - "drop examples that mention prices"
 - "write them in Spanish"
 - "use a bigger model" / "retrain"
+- "why did you do that?" / "history"
+- "stop and deploy\""""
+
+SEQ_HELP = """I build a small model that writes the output for each input (extractive QA, data-to-text, code or
+text), then refine it with you. You can say:
+- "make the answers shorter" (or longer) / "use a formal tone" / "style: one friendly sentence"
+- paste real examples as `Input: …` / `Output: …` pairs (QA: `Passage: …` / `Question: …` / `Answer: …`) or
+  upload a file; from three on, I keep every third one to check the model on
+- "drop examples that mention prices"
+- "write in Spanish"
+- "train longer" / "retrain"
 - "why did you do that?" / "history"
 - "stop and deploy\""""
 
@@ -65,14 +77,22 @@ _DEPLOY = re.compile(
 )
 _ADD = re.compile(rf"\badd (?:a |an |the |another |one more |new )*(?:label|class|category|intent)s?\s+(?:called |named )?{_LABEL}", re.I)  # fmt: skip
 _REMOVE = re.compile(rf"\b(?:remove|delete|drop) (?:the )?(?:label|class|category|intent)\s+{_LABEL}", re.I)
-_LENGTH = re.compile(r"(?:(?:the\s+)?(?P<label>[^\s\"'.,!?]+)\s+)?examples?\s+(?:are|is|look|looks|seem|seems)\s+"
+_OUTPUTS = r"(?:examples?|answers?|outputs?|texts?|sentences?|descriptions?|replies|reply|responses?|snippets?|summar(?:y|ies))"
+_LENGTH = re.compile(rf"(?:(?:the\s+)?(?P<label>[^\s\"'.,!?]+)\s+)?{_OUTPUTS}\s+(?:are|is|look|looks|seem|seems)\s+"
                      r"(?:a bit |way |much |far )?too\s+(?P<dir>short|long)", re.I)  # fmt: skip
+# "make the answers shorter", "shorter answers please", "keep them more concise": what is wrong is the opposite
+_COMPARE = re.compile(rf"\b(?:make|keep|write|want|need|give me|should be)\b[^.?!\n]{{0,30}}?\b(?P<cmp>shorter|briefer|"
+                      rf"more concise|longer|more detailed)\b|\b(?P<cmp2>shorter|longer)\s+{_OUTPUTS}", re.I)  # fmt: skip
+_STYLE = re.compile(r"^\s*(?:style|tone)\s*[:=]\s*(?P<hint>\S.{0,200})$|\b(?:in|with|use)\s+an?\s+(?P<tone>[a-z][\w\-]*"
+                    r"(?:,?\s+[a-z][\w\-]*){0,3}?)\s+(?:tone|style|voice|register)\b|\b(?:make|write|keep)\b[^.?!\n]{0,30}?"
+                    r"\b(?:sound\s+)?more\s+(?P<adj>[a-z][\w\-]{2,20})\b", re.I | re.S)  # fmt: skip
 _DROP = re.compile(r"\b(?:drop|remove|delete|exclude|filter out)\s+(?:all\s+|the\s+|any\s+)?(?:examples?|rows?|data)\s+"
                    r"(?:that\s+|which\s+)?(?:mention|mentions|mentioning|contain|contains|containing|with|about|saying)\s+"
                    r"[\"'“‘`]?(?P<word>[^\"'”’`.!?\n]{1,40})", re.I)  # fmt: skip
 _LANG = re.compile(r"\b(?:write|generate|make|do|put|translate)\b[^.?!\n]{0,30}?\bin\s+(?P<lang>[A-Za-z]+)\b|"
                    r"^\s*(?:in\s+)?(?P<lang2>[A-Za-z]+)\s+(?:please|only)\s*[.!]?\s*$", re.I)  # fmt: skip
-_BIGGER = re.compile(r"\b(?:bigger|larger|stronger|better|more powerful)\s+(?:student\s+)?model\b", re.I)
+_BIGGER = re.compile(r"\b(?:bigger|larger|stronger|better|more powerful)\s+(?:student\s+)?model\b|"
+                     r"\btrain(?: it| the model)? (?:for )?longer\b|\bmore epochs\b", re.I)  # fmt: skip
 _RETRAIN = re.compile(r"^\s*(?:retrain|re-?train it|train (?:it )?again|re-?run)\b", re.I)
 _GO = re.compile(
     r"^\s*(?:go|go ahead|yes|y|ok|okay|run|run it|start|sure|looks good|do it)\s*[.!]*\s*$", re.I
@@ -117,7 +137,7 @@ def _is_command(text: str) -> bool:
     if lang and (lang["lang"] or (lang["lang2"] or "").lower() in LANGUAGES):
         return True
     return bool(_HELP.match(text) or _HISTORY.match(text) or _RETRAIN.match(text)) or any(
-        r.search(text) for r in (_WHY, _DEPLOY, _ADD, _REMOVE, _LENGTH, _DROP, _BIGGER)
+        r.search(text) for r in (_WHY, _DEPLOY, _ADD, _REMOVE, _LENGTH, _COMPARE, _DROP, _BIGGER, _STYLE)
     )
 
 
@@ -127,11 +147,15 @@ def parse_intent(message: str, has_task: bool, asking: str | None = None) -> Int
     Args:
         message: what the user wrote.
         has_task: whether the session already has a task (otherwise a description is a new task).
-        asking: the clarifying question the agent is waiting on ("labels", "language", "input_kind"), if any.
+        asking: the clarifying question the agent is waiting on ("labels", "language", "input_kind",
+            "example"), if any.
     """
     text = message.strip()
     if not has_task:
         return Intent("help") if _HELP.match(text) else Intent("task", {"prompt": text})
+    _, pairs = split_demonstrations(text)
+    if asking in ("labels", "example") and pairs:  # examples answer the question too
+        return Intent("examples", {"pairs": [list(p) for p in pairs]})
     if asking == "labels" and (m := _LABELS_ANSWER.match(text) or re.match(r"(?P<rest>.+)", text, re.S)):
         labels = parse_labels(m["rest"])
         if len(labels) >= 2:
@@ -151,7 +175,6 @@ def parse_intent(message: str, has_task: bool, asking: str | None = None) -> Int
         return Intent("help")
     if _HISTORY.match(text):
         return Intent("history")
-    _, pairs = split_demonstrations(text)
     if pairs:
         return Intent("examples", {"pairs": [list(p) for p in pairs]})
     if m := _LABELS_ANSWER.match(text):
@@ -167,12 +190,19 @@ def parse_intent(message: str, has_task: bool, asking: str | None = None) -> Int
     if m := _LENGTH.search(text):
         label = m["label"] if m["label"] and m["label"].lower() not in _NOT_LABEL else None
         return Intent("length", {"label": label, "direction": m["dir"].lower()})
+    if m := _COMPARE.search(text):
+        wish = (m["cmp"] or m["cmp2"]).lower()
+        return Intent("length", {"label": None, "direction": "long" if wish in ("shorter", "briefer",
+                                                                            "more concise") else "short"})  # fmt: skip
     if m := _LANG.search(text):
         lang = (m["lang"] or m["lang2"] or "").lower()
         if lang in LANGUAGES:
             return Intent("language", {"language": lang})
     if _BIGGER.search(text):
         return Intent("bigger_model")
+    if m := _STYLE.search(text):
+        hint = m["hint"] or (f"Use a {m['tone']} tone." if m["tone"] else f"Make it more {m['adj']}.")
+        return Intent("style", {"hint": hint.strip()})
     if _DEPLOY.search(text):
         return Intent("deploy")
     if _RETRAIN.match(text):
@@ -192,6 +222,7 @@ _SCHEMA = {
         "word": {"type": "string"},
         "language": {"type": "string"},
         "kind": {"type": "string"},
+        "hint": {"type": "string"},
         "reply": {"type": "string"},
     },
     "required": ["intent"],
@@ -224,6 +255,10 @@ def llm_intent(llm: Any, message: str, context: dict[str, Any]) -> Intent | None
         args["language"] = str(data.get("language") or "").strip().lower()
     if kind == "input_kind":
         args["kind"] = str(data.get("kind") or "").strip().lower()
+    if kind == "style":
+        args["hint"] = str(data.get("hint") or "").strip()
+        if not args["hint"]:
+            return None
     if kind == "chat":
         args["reply"] = str(data.get("reply") or "").strip()
     if kind in ("add_label", "remove_label") and not args["label"]:

@@ -1,8 +1,10 @@
-"""One version of a chat-refined task: generate what it changed, curate, train, deploy, compare.
+"""One version of a chat-refined task, for every task kind: generate what it changed, curate, train, deploy.
 
-A refinement redoes only what it affects: new or regenerated labels get new examples (the others
-keep theirs), dropped examples stay in the store with their reason, and every version trains its
-own candidates (`v<N>-quick-trial`, `v<N>-finetune`) so the metric of each version is on record.
+A refinement redoes only what it affects: for classification, new or regenerated labels get new
+examples (the others keep theirs); for the other kinds (extractive QA, text-to-code, data-to-text,
+text generation), as many new examples as the change set aside, written with the user's hint. Dropped
+examples stay in the store with their reason, and every version trains its own candidates
+(`v<N>-<student>`), scored on real rows and on teacher-written rows, so each version's scores are on record.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from p2m.agent.run import USER_DROP, Run
+from p2m.agent.versions import compare, history_table
 from p2m.errors import DataError, TaskError
 from p2m.memory import RunStore
 from p2m.tools.types import TaskSpec
@@ -25,6 +28,8 @@ __all__ = [
     "sample",
     "drop_where",
     "mentions",
+    "row_mentions",
+    "words_outside",
     "read_upload",
     "USER_DROP",
 ]
@@ -34,6 +39,20 @@ def mentions(text: str, word: str) -> bool:
     """Whether `text` mentions `word` (case-insensitive, a plural or singular form counts)."""
     stem = re.escape(word.lower().rstrip("s")) if len(word) > 3 else re.escape(word.lower())
     return re.search(rf"\b{stem}(?:s|es)?\b", text.lower()) is not None
+
+
+def row_mentions(row: dict[str, Any], word: str, task_type: str) -> bool:
+    """Whether an example mentions `word`: its input, and for kinds that write text its output too (a
+    classification output is a label, which must not drop a whole label)."""
+    return mentions(row["input"], word) or (task_type != "classification" and mentions(row["output"], word))
+
+
+def words_outside(row: dict[str, Any], bounds: dict[str, int] | None) -> bool:
+    """Whether an example's output is outside the user's length bounds {max_words?, min_words?}."""
+    if not bounds:
+        return False
+    n = len(row["output"].split())
+    return n > bounds.get("max_words", n) or n < bounds.get("min_words", n)
 
 
 def drop_where(store: RunStore, run_id: str, pred: Any, reason: str, generated_only: bool = False) -> int:
@@ -48,9 +67,21 @@ def drop_where(store: RunStore, run_id: str, pred: Any, reason: str, generated_o
     return len(hits)
 
 
-def train_version(r: Run, spec: TaskSpec, version: int, generate: list[str], hints: dict[str, str],
-                  banned: list[str]) -> dict[str, Any]:  # fmt: skip
-    """Generate for `generate` labels, curate, train and deploy one task version; returns its record.
+def train_version(r: Run, spec: TaskSpec, version: int, generate: list[str] | int,
+                  hints: dict[str, str] | None = None, banned: list[str] | tuple[str, ...] = (), *,
+                  hint: str = "", bounds: dict[str, int] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Generate what the version needs, curate, train and deploy it; returns its record.
+
+    Args:
+        r: the session's run engine.
+        spec: the version's TaskSpec (already stored as the run's latest task version).
+        version: its number.
+        generate: classification: the labels to write new examples for; other kinds: how many new
+            examples to write (0: none).
+        hints: classification: a sentence per label added to its requests ("Keep it to one short sentence.").
+        banned: words whose examples are dropped, new ones included.
+        hint: other kinds: the user's wish for the outputs, passed to the teacher (`focus["hint"]`).
+        bounds: other kinds: {max_words?, min_words?} for outputs; generated rows outside are dropped.
 
     The version's stages are recorded in the run store (`generate:v<N>`, `curate:v<N>`, `train:v<N>-`),
     so a session cut off mid-version continues where it stopped.
@@ -60,25 +91,29 @@ def train_version(r: Run, spec: TaskSpec, version: int, generate: list[str], hin
     """
     from p2m.agent.report import write_plot
 
-    store, rid = r.store, r.run_id
+    store, rid, seq = r.store, r.run_id, spec.task_type != "classification"
     store.set_status(rid, "running", stage="generate")
     try:
-        gen: dict[str, Any] = {}
-        if generate:
-            want = math.ceil(r.opts.gen.examples / max(1, len(spec.labels)))
-            r.decide("generate_more", f"version {version}: examples for {', '.join(generate)} only; the other labels "
-                     "keep theirs", labels=generate, n=want * len(generate), version=version)  # fmt: skip
-            gen = r.generate(0, {"labels": generate, "hints": {k: " " + v for k, v in hints.items()}},
-                             n=want * len(generate), tag={"version": version}, key=f"generate:v{version}")  # fmt: skip
+        gen = _generate(r, spec, version, generate, hints or {}, hint)
         for word in banned:  # examples written after the user banned a word are dropped too
-            drop_where(
-                store, rid, lambda x, w=word: mentions(x["input"], w), f"{USER_DROP} mentions '{word}'"
-            )
+            drop_where(store, rid, lambda x, w=word: row_mentions(x, w, spec.task_type),
+                       f"{USER_DROP} mentions '{word}'")  # fmt: skip
+        if bounds:
+            drop_where(store, rid, lambda x: words_outside(x, bounds), f"{USER_DROP} {_bounds_text(bounds)}",
+                       generated_only=True)  # fmt: skip
         r.curate(0, key=f"curate:v{version}", later=True)
-        kept = store.examples(rid, kept=True)
-        per = {lab: sum(x["output"] == lab and x["source"] != "prompt" for x in kept) for lab in spec.labels}
-        if min(per.values(), default=0) < 2:
-            raise TaskError(f"too few examples for some labels {per}; give examples, or undo the last change")
+        kept = [x for x in store.examples(rid, kept=True) if x["source"] != "prompt"]
+        if seq:
+            n_train = sum(x["split"] == "train" for x in kept)
+            if n_train < 2:
+                raise TaskError(f"only {n_train} examples are left to train on; paste or upload examples, or "
+                                "undo the last change")  # fmt: skip
+        else:
+            per = {lab: sum(x["output"] == lab for x in kept) for lab in spec.labels}
+            if min(per.values(), default=0) < 2:
+                raise TaskError(
+                    f"too few examples for some labels {per}; give examples, or undo the last change"
+                )
         trained = r.train(0, r.first_students(), prefix=f"v{version}-")
         report = r.deploy(trained["best"], trained["candidates"], {"version": version})
         write_plot(store, rid, r.folder / "trajectory.png")
@@ -92,64 +127,71 @@ def train_version(r: Run, spec: TaskSpec, version: int, generate: list[str], hin
     per_label = {
         lab: round(float(v.get("f1", 0.0)), 4) for lab, v in best["report"].get("per_label", {}).items()
     }
-    return {"version": version, "score": round(best["score"], 4), "macro_f1": round(best["macro_f1"], 4),
-            "real": best.get("real"), "per_label": per_label, "n_train": trained["n_train"],
-            "n_val": trained["n_teacher_val"], "model": best["name"], "generated": gen.get("usable", 0),
-            "report": report.get("run")}  # fmt: skip
+    return {"version": version, "task_type": spec.task_type, "metric": best["metric"],
+            "score": round(best["score"], 4), "macro_f1": None if seq else round(best["macro_f1"], 4),
+            "real": best.get("real"), "teacher": best.get("teacher"), "per_label": {} if seq else per_label,
+            "n_train": trained["n_train"], "n_val": trained["n_teacher_val"], "n_real": trained["n_real"],
+            "model": best["name"], "generated": gen.get("usable", 0), "report": report.get("run")}  # fmt: skip
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else ("—" if value is None else str(value))
+def _generate(r: Run, spec: TaskSpec, version: int, generate: list[str] | int, hints: dict[str, str],
+              hint: str) -> dict[str, Any]:  # fmt: skip
+    """The version's new examples from the teacher (none when `generate` is empty or 0)."""
+    if not generate:
+        return {}
+    if spec.task_type != "classification":
+        n = int(generate)
+        asked = f", asking: {hint}" if hint else ""
+        r.decide("generate_more", f"version {version}: {n} new examples from the teacher{asked}", n=n,
+                 version=version)  # fmt: skip
+        return r.generate(0, {"hint": hint} if hint else {}, n=n, tag={"version": version},
+                          key=f"generate:v{version}")  # fmt: skip
+    labels = list(generate)
+    want = math.ceil(r.opts.gen.examples / max(1, len(spec.labels)))
+    r.decide("generate_more", f"version {version}: examples for {', '.join(labels)} only; the other labels "
+             "keep theirs", labels=labels, n=want * len(labels), version=version)  # fmt: skip
+    return r.generate(0, {"labels": labels, "hints": {k: " " + v for k, v in hints.items()}},
+                      n=want * len(labels), tag={"version": version}, key=f"generate:v{version}")  # fmt: skip
 
 
-def compare(prev: dict[str, Any] | None, new: dict[str, Any]) -> str:
-    """A markdown table of two versions' metrics side by side (the previous one may be missing)."""
-    a = f"v{prev['version']}" if prev else "before"
-    b = f"v{new['version']}"
-    rows = []
-    real_old, real_new = (prev or {}).get("real") or {}, new.get("real") or {}
-    if real_new:  # real rows first: the teacher-written ones flatter every version
-        rows.append((f"accuracy, real rows ({real_new['rows']}; 90%: {real_new['low']:.2f}–{real_new['high']:.2f})",
-                     real_old.get("score"), real_new["score"]))  # fmt: skip
-    rows += [("accuracy, teacher-written rows", (prev or {}).get("score"), new["score"]),
-             ("macro-F1, teacher-written rows", (prev or {}).get("macro_f1"), new["macro_f1"])]  # fmt: skip
-    labels = list(dict.fromkeys([*((prev or {}).get("per_label") or {}), *new["per_label"]]))
-    rows += [
-        (f"F1 {lab}", ((prev or {}).get("per_label") or {}).get(lab), new["per_label"].get(lab))
-        for lab in labels
-    ]
-    rows += [("training examples", (prev or {}).get("n_train"), new["n_train"]),
-             ("teacher-written validation rows", (prev or {}).get("n_val"), new["n_val"])]  # fmt: skip
-    lines = [f"| | {a} | {b} | change |", "|---|---|---|---|"]
-    for name, x, y in rows:
-        delta = f"{y - x:+.3f}" if isinstance(x, float) and isinstance(y, float) else ""
-        if isinstance(x, int) and isinstance(y, int) and not isinstance(x, bool):
-            delta = f"{y - x:+d}"
-        lines.append(f"| {name} | {_fmt(x)} | {_fmt(y)} | {delta} |")
-    return "\n".join(lines)
+def _bounds_text(bounds: dict[str, int]) -> str:
+    if "max_words" in bounds:
+        return f"output over {bounds['max_words']} words"
+    return f"output under {bounds['min_words']} words"
 
 
-def history_table(versions: list[dict[str, Any]]) -> str:
-    """A markdown table of every trained version: its change and its metrics."""
-    lines = ["| version | change | accuracy | macro-F1 | training examples |", "|---|---|---|---|---|"]
-    lines += [f"| v{v['version']} | {v['note']} | {v['score']:.3f} | {v['macro_f1']:.3f} | {v['n_train']} |"
-              for v in versions]  # fmt: skip
-    return "\n".join(lines)
-
-
-def sample(store: RunStore, run_id: str, version: int, per_label: int = 2) -> list[tuple[str, str]]:
-    """A few examples generated for `version`, `per_label` per label, as (label, text)."""
-    rows = [x for x in store.examples(run_id, kept=True, source_prefix="generated:")
+def sample(store: RunStore, run_id: str, version: int, per_label: int = 2, rows: int = 3
+           ) -> list[dict[str, Any]]:  # fmt: skip
+    """A few examples generated for `version`: `per_label` per label for classification, else `rows`."""
+    mine = [x for x in store.examples(run_id, kept=True, source_prefix="generated:")
             if (x["quality"] or {}).get("version") == version]  # fmt: skip
-    out: list[tuple[str, str]] = []
-    for lab in dict.fromkeys(x["output"] for x in rows):
-        out += [(lab, x["input"]) for x in rows if x["output"] == lab][:per_label]
+    spec = store.task_version(run_id)
+    if spec and spec[1].get("task_type", "classification") != "classification":
+        return mine[:rows]
+    out: list[dict[str, Any]] = []
+    for lab in dict.fromkeys(x["output"] for x in mine):
+        out += [x for x in mine if x["output"] == lab][:per_label]
     return out
 
 
+def _json_pair(row: dict[str, Any]) -> tuple[str, str]:
+    """(input, output) of a JSONL row: {input, output}, or a QA row {passage|context, question, answer(s)}."""
+    if not isinstance(row, dict):
+        raise TypeError("not an object")
+    if "input" not in row and "question" in row:
+        from p2m.tools.parse import qa_input
+
+        answer = row.get("answer", row.get("answers"))
+        if isinstance(answer, dict):  # SQuAD's {"text": [...], "answer_start": [...]}
+            answer = answer["text"]
+        answer = answer[0] if isinstance(answer, list) else answer
+        return qa_input(str(row.get("passage") or row["context"]), str(row["question"])), str(answer).strip()
+    return str(row["input"]).strip(), str(row["output"]).strip()
+
+
 def read_upload(path: str | Path) -> list[tuple[str, str]]:
-    """(input, output) pairs from an uploaded file: JSONL {input, output}, CSV/TSV with two columns, or text
-    with `Input:/Output:` pairs or `text -> label` lines.
+    """(input, output) pairs from an uploaded file: JSONL {input, output} (or {passage, question, answer} for
+    extractive QA), CSV/TSV with two columns, or text with `Input:/Output:` pairs or `text -> label` lines.
 
     Raises:
         DataError: the file cannot be read or holds no pairs; the message says which format is expected.
@@ -183,9 +225,8 @@ def read_upload(path: str | Path) -> list[tuple[str, str]]:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-                pairs.append((str(row["input"]).strip(), str(row["output"]).strip()))
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                pairs.append(_json_pair(json.loads(line)))
+            except (json.JSONDecodeError, KeyError, TypeError, IndexError) as e:
                 raise DataError(f"{path.name} line {n} is not a JSON object with input and output") from e
     elif path.suffix.lower() in (".csv", ".tsv"):
         rows = list(csv.reader(io.StringIO(raw), delimiter="\t" if path.suffix.lower() == ".tsv" else ","))

@@ -2,14 +2,16 @@
 
 The page is thin: every message goes to the same `ChatSession` the terminal uses, in a background
 thread per session, and the page polls the run store once a second (conversation, stage, progress,
-metric per experiment, cost, data). A reload — or a second tab — re-attaches to the session by its
-id (`?session=RUN_ID`, or the session this server worked on last). Conversions between store
-records and what the widgets show are the pure functions below; gradio is imported only in `build_app`.
+both scores of each version — real rows first, then teacher-written rows —, cost, data). Every task
+kind works the same way; the demo takes an input (and a question, for extractive QA). A reload — or
+a second tab — re-attaches to the session by its id (`?session=RUN_ID`, or the session this server
+worked on last). Conversions between store
+records and what the widgets show are the pure functions of agent/ui_views.py (re-exported here);
+gradio is imported only in `build_app`.
 """
 
 from __future__ import annotations
 
-import html
 import queue
 import shutil
 import threading
@@ -19,107 +21,23 @@ from typing import Any
 
 from p2m.agent.chat import ChatSession
 from p2m.agent.options import RunOptions, open_store
-from p2m.errors import ConfigError, DataError, P2MError
+from p2m.agent.ui_views import (
+    DATA_COLUMNS,
+    HISTORY_COLUMNS,
+    chat_view,
+    data_rows,
+    history_rows,
+    parse_ids,
+    plot_path,
+    status_view,
+    upload_path,
+)
+from p2m.agent.versions import VERSION_HEADERS, version_cells
+from p2m.errors import ConfigError, P2MError
 from p2m.memory import RunStore
 
-__all__ = ["SessionManager", "build_app", "launch", "chat_view", "status_view", "data_rows",
-           "parse_ids", "history_rows", "upload_path", "DATA_COLUMNS"]  # fmt: skip
-
-DATA_COLUMNS = ["id", "label", "input", "kept", "drop reason", "split", "source"]
-_STAGES = ["generate", "curate", "train", "deploy", "done"]
-
-
-# pure conversions -------------------------------------------------------------------------------
-def chat_view(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Chatbot messages from stored turns; every `<` is escaped, so markup shows as text and never runs.
-
-    Only `<` is escaped: no tag can start without it, and `&`/`>` left alone keep `a -> b` readable
-    inside markdown code spans (where entities are not decoded).
-    """
-    return [{"role": "user" if m["role"] == "user" else "assistant", "content": m["content"].replace("<", "&lt;")}
-            for m in messages]  # fmt: skip
-
-
-def status_view(run: dict[str, Any] | None, ledger: dict[str, Any], versions: list[dict[str, Any]],
-                busy: bool, working_on: str = "", generated: tuple[int, int] | None = None) -> tuple[str, float]:  # fmt: skip
-    """The status line (markdown) and the progress fraction of the current work.
-
-    `generated` is (examples written so far, examples wanted) for the version being made.
-    """
-    if run is None:
-        return "No task yet: describe one in the chat.", 0.0
-    stage = run["stage"] if busy or run["status"] == "running" else "done"
-    part = 0.5
-    if stage == "generate" and generated and generated[1]:
-        part = min(1.0, generated[0] / generated[1])
-    frac = (_STAGES.index(stage) + (stage != "done") * part) / (len(_STAGES) - 1) if stage in _STAGES else 0.0
-    state = f"working on {html.escape(working_on)}" if busy else run["status"]
-    last = versions[-1] if versions else None
-    metric = (
-        f"v{last['version']} accuracy **{last['score']:.3f}** (macro-F1 {last['macro_f1']:.3f})"
-        if last
-        else "—"
-    )
-    cost = (f"{ledger['calls']} LLM calls ({ledger['cached']} cached), "
-            f"{ledger['prompt_tokens'] + ledger['completion_tokens']} tokens, {ledger['seconds']:.0f} s")  # fmt: skip
-    bar = "█" * round(frac * 20) + "░" * (20 - round(frac * 20))
-    count = f" ({generated[0]}/{generated[1]} examples)" if stage == "generate" and generated else ""
-    text = (f"**Session** `{run['id']}` · **{state}** · stage **{stage}**{count} `{bar}` {frac:.0%}\n\n"
-            f"**Latest**: {metric} · **Cost so far**: {cost}")  # fmt: skip
-    if run["status"] == "failed" and run.get("error") and not busy:
-        text += f"\n\n**Last error**: {html.escape(run['error'])}"
-    return text, frac
-
-
-def data_rows(rows: list[dict[str, Any]], limit: int = 1000) -> list[list[Any]]:
-    """The data table: newest first, with provenance and why a row was dropped."""
-    out = [[r["id"], r["output"], r["input"], "yes" if r["kept"] else "no", r["drop_reason"] or "", r["split"],
-            r["source"]] for r in reversed(rows)]  # fmt: skip
-    return out[:limit]
-
-
-def parse_ids(text: str) -> list[int]:
-    """Example ids typed as '12, 15 20'.
-
-    Raises:
-        ConfigError: something in it is not a number.
-    """
-    parts = [p for p in text.replace(",", " ").split() if p]
-    bad = [p for p in parts if not p.isdigit()]
-    if bad or not parts:
-        raise ConfigError(f"type example ids (numbers from the id column), not {' '.join(bad) or 'nothing'}")
-    return [int(p) for p in parts]
-
-
-def upload_path(file: Any) -> str:
-    """The path of a file gradio received, checked before the session reads it.
-
-    Raises:
-        DataError: no file, not a file, or larger than the upload limit (tools/uploads.py).
-    """
-    from p2m.tools.uploads import check_upload_size
-
-    path = file if isinstance(file, str) else getattr(file, "name", None)
-    if not path:
-        raise DataError("no file arrived; upload a .jsonl, .csv or .txt file of examples")
-    if not Path(path).is_file():
-        raise DataError(f"{Path(path).name} is not a file; upload a .jsonl, .csv or .txt file of examples")
-    check_upload_size(path)
-    return path
-
-
-def history_rows(store: RunStore, ids: list[str]) -> list[list[Any]]:
-    """The run history table: one row per chat session, newest first."""
-    import time
-
-    out = []
-    for sid in reversed(ids):
-        run = store.get_run(sid)
-        versions = (run["config"].get("chat") or {}).get("versions") or []
-        best = max((v["score"] for v in versions), default=None)
-        out.append([sid, run["status"], run["stage"], len(versions), "—" if best is None else f"{best:.3f}",
-                    time.strftime("%Y-%m-%d %H:%M", time.localtime(run["created"]))])  # fmt: skip
-    return out
+__all__ = ["SessionManager", "build_app", "launch", "chat_view", "status_view", "data_rows", "parse_ids",
+           "history_rows", "upload_path", "plot_path", "DATA_COLUMNS", "HISTORY_COLUMNS"]  # fmt: skip
 
 
 # sessions ---------------------------------------------------------------------------------------
@@ -228,17 +146,25 @@ class _Predictor:
     """The current model of a session, reloaded when its folder changes."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, tuple[float, Any]] = {}
+        self._cache: dict[str, tuple[float, Any, str]] = {}
 
-    def predict(self, folder: Path, text: str) -> str:
-        from p2m.tools.deploy import load_run_model
+    def predict(self, folder: Path, text: str, question: str = "") -> str:
+        """The model's output for `text` (for extractive QA: the passage, with `question`, or a
+        'Passage: … Question: …' text)."""
+        from p2m.tools.deploy import demo_fn, load_run_model
+        from p2m.tools.parse import qa_parts
 
         stamp = (folder / "report.json").stat().st_mtime if (folder / "report.json").exists() else 0.0
         hit = self._cache.get(str(folder))
         if hit is None or hit[0] != stamp:
-            hit = (stamp, load_run_model(folder)[0])
+            student, spec = load_run_model(folder)
+            hit = (stamp, student, spec.get("task_type", "classification"))
             self._cache[str(folder)] = hit
-        return hit[1].predict([text])[0]
+        _, student, task_type = hit
+        if task_type == "extractive_qa":
+            parts = (text, question) if question.strip() else qa_parts(text) or (text, "")
+            return demo_fn(student, task_type)(*parts)
+        return student.predict([text])[0]
 
 
 # the app ----------------------------------------------------------------------------------------
@@ -270,17 +196,14 @@ def build_app(manager: SessionManager) -> Any:
         exps = manager.store.experiments(s.run_id) if s.run_id else []
         status, _ = status_view(run, ledger, s.versions, s.busy, s.working_on, s.generated())
         n_rows = len(manager.store.examples(s.run_id, kept=None)) if s.run_id else 0
-        png = s.folder / "trajectory.png" if s.folder else None
-        stamp = png.stat().st_mtime if png and png.is_file() else 0
+        png = plot_path(s.folder)
+        stamp = png.stat().st_mtime if png else 0
         key = f"{sid}|{len(messages)}|{len(exps)}|{n_rows}|{stamp}|{status}"
         if key == seen:
             return (sid, seen, *([gr.skip()] * 5))
-        versions = [
-            [f"v{v['version']}", v["note"], f"{v['score']:.3f}", f"{v['macro_f1']:.3f}", v["n_train"]]
-            for v in s.versions
-        ]
-        png = s.folder / "trajectory.png" if s.folder else None
-        plot = str(png) if png and png.is_file() and exps else None
+        versions = [version_cells(v) for v in s.versions]
+        png = plot_path(s.folder)
+        plot = str(png) if png and exps else None
         table = data_rows(manager.store.examples(s.run_id, kept=None)) if s.run_id else []
         return sid, key, chat_view(messages), status, plot, table, versions
 
@@ -317,14 +240,14 @@ def build_app(manager: SessionManager) -> Any:
             return ids_text
         return f"{ids_text} {int(value)}".strip()
 
-    def classify(text: str, sid: str, token: str) -> str:
+    def classify(text: str, question: str, sid: str, token: str) -> str:
         s = _session(sid, token)
         if not (text or "").strip():
             return "Type some text first."
         if not s.folder or not (s.folder / "model").is_dir():
             return "No model yet: describe a task in the chat first."
         try:
-            return predictor.predict(s.folder, text.strip())
+            return predictor.predict(s.folder, text.strip(), (question or "").strip())
         except P2MError as e:
             return f"Error: {e}"
 
@@ -364,10 +287,10 @@ def build_app(manager: SessionManager) -> Any:
                         up = gr.UploadButton("Upload examples (.jsonl, .csv, .txt)", file_types=[".jsonl", ".json",
                                              ".csv", ".tsv", ".txt"], elem_id="upload")  # fmt: skip
                     with gr.Column(scale=2):
-                        plot = gr.Image(label="Validation score per experiment", type="filepath", height=300,
-                                        interactive=False, elem_id="plot")  # fmt: skip
-                        versions = gr.Dataframe(headers=["version", "change", "accuracy", "macro-F1", "train"],
-                                                interactive=False, label="Versions", elem_id="versions")  # fmt: skip
+                        plot = gr.Image(label="Score per version: real rows (90% interval), then teacher-written "
+                                        "rows", type="filepath", height=300, interactive=False, elem_id="plot")  # fmt: skip
+                        versions = gr.Dataframe(headers=VERSION_HEADERS, interactive=False, wrap=True,
+                                                label="Versions: scores on real rows first", elem_id="versions")  # fmt: skip
             with gr.Tab("Data", id="data"):
                 gr.Markdown("Every example with its provenance. Click a row (or type ids) to drop bad examples, "
                             "then say 'retrain' in the chat.")  # fmt: skip
@@ -378,9 +301,13 @@ def build_app(manager: SessionManager) -> Any:
                 table = gr.Dataframe(headers=DATA_COLUMNS, interactive=False, wrap=True, elem_id="data-table",
                                      datatype=["number", "str", "str", "str", "str", "str", "str"])  # fmt: skip
             with gr.Tab("Demo", id="demo"):
-                demo_in = gr.Textbox(label="Try the current model", lines=3, elem_id="demo-in")
-                demo_btn = gr.Button("Classify", variant="primary", elem_id="classify")
-                demo_out = gr.Textbox(label="Predicted label", elem_id="demo-out")
+                demo_in = gr.Textbox(label="Try the current model: an input (for extractive QA, the passage)",
+                                     lines=3, elem_id="demo-in")  # fmt: skip
+                demo_q = gr.Textbox(label="Question (extractive QA only)", lines=1, elem_id="demo-question")
+                demo_btn = gr.Button("Run the model", variant="primary", elem_id="classify")
+                demo_out = gr.Textbox(
+                    label="Model output (a label, an answer, code or text)", elem_id="demo-out"
+                )
             with gr.Tab("Download & history", id="history"):
                 dl_btn = gr.Button("Prepare the model folder and card (zip)", elem_id="prepare-download")
                 dl_msg = gr.Markdown()
@@ -390,8 +317,8 @@ def build_app(manager: SessionManager) -> Any:
                     label="Re-attach to a session", choices=[], allow_custom_value=True
                 )
                 reload_btn = gr.Button("List sessions")
-                runs = gr.Dataframe(headers=["session", "status", "stage", "versions", "best accuracy", "started"],
-                                    interactive=False, label="Run history", elem_id="runs")  # fmt: skip
+                runs = gr.Dataframe(headers=HISTORY_COLUMNS, interactive=False, wrap=True, label="Run history",
+                                    elem_id="runs")  # fmt: skip
 
         outputs = [sid, seen, chat, status, plot, table, versions]
         app.load(on_load, None, [sid, token]).then(refresh, [sid, token, seen], outputs)
@@ -402,8 +329,9 @@ def build_app(manager: SessionManager) -> Any:
         up.upload(upload, [up, sid, token], None)
         table.select(pick, [ids, table], ids)
         drop_btn.click(drop, [ids, sid, token], [ids, drop_msg])
-        demo_btn.click(classify, [demo_in, sid, token], demo_out)
-        demo_in.submit(classify, [demo_in, sid, token], demo_out)
+        demo_btn.click(classify, [demo_in, demo_q, sid, token], demo_out)
+        demo_in.submit(classify, [demo_in, demo_q, sid, token], demo_out)
+        demo_q.submit(classify, [demo_in, demo_q, sid, token], demo_out)
         dl_btn.click(download, [sid, token], [dl_file, dl_msg])
         reload_btn.click(sessions, None, [pick_session, runs])
         app.load(sessions, None, [pick_session, runs])

@@ -87,7 +87,9 @@ def test_a_session_refines_the_task_version_by_version(fake_llm, fake_chat) -> N
     kept = {r["id"] for r in store.examples(rid, kept=True)}
     assert len(before & kept) >= 0.8 * len(before)
     table = out[-1]
-    assert "| | v1 | v2 | change |" in table and "F1 refund | — |" in table
+    assert "| | v1 | v2 | change |" in table and "F1 refund, teacher-written rows | — |" in table
+    # both estimates, real rows first, each with its rows and interval
+    assert table.index("real row") < table.index("teacher-written") and "90%: " in table
 
     # too short: that label's generated examples are dropped and regenerated with a hint
     old_billing = {
@@ -171,13 +173,6 @@ def test_clarifying_questions_only_where_the_spec_is_ambiguous(fake_llm) -> None
     out = s.handle("an email")
     assert s.spec().input_kind == "email" and "Version 3 trained" in out[-1]
     assert [v[0] for v in [open_store().task_version(s.run_id, i) for i in (1, 2, 3)]] == [1, 2, 3]
-
-
-def test_a_task_of_another_type_is_pointed_to_p2m_run(fake_llm) -> None:
-    s = ChatSession(options=_opts(), llm=fake_llm)
-    out = s.handle("Turn this restaurant record into one fluent sentence.\n\n"
-                   "Input: name[Blue Spice], area[riverside]\nOutput: Blue Spice is by the riverside.")  # fmt: skip
-    assert "data to text task" in out[-1] and "p2m run" in out[-1] and not s.versions
 
 
 def test_the_language_is_asked_when_the_examples_are_not_english(fake_llm, fake_chat) -> None:

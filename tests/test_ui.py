@@ -15,6 +15,14 @@ from p2m.tools.train import TrainConfig
 from tests.test_chat import PROMPT
 
 LEDGER = {"calls": 3, "cached": 1, "prompt_tokens": 10, "completion_tokens": 5, "seconds": 2.0}
+VERSION = {"version": 1, "note": "first version", "metric": "accuracy", "score": 0.9, "macro_f1": 0.8, "n_train": 30,
+           "real": {"source": "real", "metric": "accuracy", "score": 0.75, "rows": 4, "low": 0.41, "high": 0.93},
+           "teacher": {"source": "teacher", "metric": "accuracy", "score": 0.9, "rows": 60, "low": 0.82, "high": 0.95}}  # fmt: skip
+SEQ_VERSION = {"version": 2, "note": "shorter answers", "metric": "squad_f1", "score": 0.8, "macro_f1": None,
+               "n_train": 20, "per_label": {},
+               "real": {"source": "real", "metric": "squad_f1", "score": 0.5, "rows": 3, "low": 0.2, "high": 0.8},
+               "teacher": {"source": "teacher", "metric": "squad_f1", "score": 0.8, "rows": 12, "low": 0.7,
+                           "high": 0.9}}  # fmt: skip
 
 
 def test_messages_are_escaped_so_markup_shows_as_text() -> None:
@@ -41,8 +49,36 @@ def test_status_shows_stage_progress_metric_and_cost() -> None:
     text, frac = status_view(gen, LEDGER, [], True, "version 1", generated=(15, 30))
     assert "(15/30 examples)" in text and frac == pytest.approx(0.125)
     done = {"id": "r1", "status": "failed", "stage": "curate", "error": "too few <examples>"}
-    text, frac = status_view(done, LEDGER, [{"version": 1, "score": 0.9, "macro_f1": 0.8}], False)
-    assert frac == 1.0 and "v1 accuracy **0.900**" in text and "too few &lt;examples&gt;" in text
+    text, frac = status_view(done, LEDGER, [VERSION], False)
+    assert frac == 1.0 and "too few &lt;examples&gt;" in text
+    # both estimates, real rows first, each with its rows and 90% interval
+    assert (
+        "v1 — accuracy **0.750** on 4 real rows (90%: 0.410–0.930); accuracy **0.900** on 60 teacher-written"
+        in text
+    )
+    # no real rows yet: said so, and the teacher-written number says what it is on
+    text, _ = status_view(done, LEDGER, [{**VERSION, "real": None}], False)
+    assert "no real rows yet" in text and "**0.900** on 60 teacher-written rows" in text
+    # a task that writes text: its own metric and scale
+    text, _ = status_view(done, LEDGER, [SEQ_VERSION], False)
+    assert (
+        "SQuAD F1 **0.500** on 3 real rows" in text
+        and "SQuAD F1 **0.800** on 12 teacher-written rows" in text
+    )
+
+
+def test_version_table_history_and_plot_lead_with_real_rows(tmp_path) -> None:
+    from p2m.agent.versions import VERSION_HEADERS, compare, history_table, version_cells, write_version_plot
+
+    assert VERSION_HEADERS.index("on real rows") < VERSION_HEADERS.index("on teacher-written rows")
+    assert version_cells(SEQ_VERSION) == ["v2", "shorter answers", "SQuAD F1", "0.500 (3 rows; 90%: 0.200–0.800)",
+                                          "0.800 (12 rows; 90%: 0.700–0.900)", 20]  # fmt: skip
+    table = compare(None, SEQ_VERSION)
+    assert table.index("SQuAD F1, real rows (3; 90%: 0.200–0.800)") < table.index("SQuAD F1, teacher-written")
+    assert "F1 " not in table.replace("SQuAD F1", "")  # no per-label rows without labels
+    chrf = {**SEQ_VERSION, "teacher": {**SEQ_VERSION["teacher"], "metric": "chrf", "score": 45.25}}
+    assert "chrF++ 45.2 (12 rows" in history_table([chrf])
+    assert write_version_plot([VERSION, {**VERSION, "version": 2}], tmp_path / "v.png").stat().st_size > 0
 
 
 def test_data_rows_newest_first_with_provenance() -> None:
@@ -91,7 +127,8 @@ def test_manager_works_in_the_background_and_a_new_page_reattaches(fake_llm) -> 
     assert again.versions == draft.versions and len(again.messages()) == len(draft.messages())
     assert other.session_ids() == [draft.run_id]
     rows = history_rows(other.store, other.session_ids())
-    assert rows[0][:4] == [draft.run_id, "complete", "done", 2]
+    assert rows[0][:4] == [draft.run_id, "complete", "done", 2] and rows[0][6] == "classification"
+    assert "real row" in rows[0][4] and "teacher-written rows" in rows[0][5]
 
 
 @pytest.mark.slow
