@@ -11,10 +11,12 @@ import click
 
 __all__ = ["register"]
 
-_PROMPT_HELP = """Type a task description to start, then refine it in plain words ('add a label refund',
-'the billing examples are too short', 'write them in Spanish', 'why did you do that?', 'stop and deploy').
-Paste several lines between two lines of three double quotes; '/upload FILE' adds examples from a file;
-'/quit' (or Ctrl-D) leaves — the session is kept: `p2m chat --session ID` continues it."""
+_PROMPT_HELP = """Type a task description to start — a classifier, extractive QA, data-to-text, code or text —
+then refine it in plain words ('add a label refund', 'make the answers shorter', 'use a formal tone',
+'write them in Spanish', 'why did you do that?', 'stop and deploy'). Paste several lines (examples)
+between two lines of three double quotes; '/upload FILE' adds examples from a file (every third is kept
+to check the model on); '/quit' (or Ctrl-D) leaves — the session is kept: `p2m chat --session ID`
+continues it."""
 
 
 def _read_message() -> str | None:
@@ -48,7 +50,7 @@ def register(cli: click.Group, run_options: Callable, options: Callable[[dict[st
     )
     @click.option("--home", type=click.Path(file_okay=False), help="p2m home folder.")
     def chat(session: str | None, messages: tuple[str, ...], home: str | None, **kw: Any) -> None:
-        """Build and refine a model by conversation in the terminal.
+        """Build and refine a model by conversation in the terminal, for any task kind.
 
         \b
         Example:
@@ -56,6 +58,10 @@ def register(cli: click.Group, run_options: Callable, options: Callable[[dict[st
           you> Classify support tickets as billing, bug or other.
           you> add a label refund
           you> stop and deploy
+        \b
+          you> Answer the question with a span of the passage. Passage: … Question: … Answer: …
+          you> make the answers shorter
+          you> /upload my_questions.jsonl
         """
         from p2m.agent.chat import ChatSession
 

@@ -290,6 +290,7 @@ def build_app(manager: SessionManager) -> Any:
                         plot = gr.Image(label="Score per version: real rows (90% interval), then teacher-written "
                                         "rows", type="filepath", height=300, interactive=False, elem_id="plot")  # fmt: skip
                         versions = gr.Dataframe(headers=VERSION_HEADERS, interactive=False, wrap=True,
+                                                column_widths=["9%", "22%", "11%", "24%", "24%", "10%"],
                                                 label="Versions: scores on real rows first", elem_id="versions")  # fmt: skip
             with gr.Tab("Data", id="data"):
                 gr.Markdown("Every example with its provenance. Click a row (or type ids) to drop bad examples, "

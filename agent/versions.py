@@ -16,7 +16,7 @@ __all__ = ["metric_name", "fmt_score", "estimate_text", "scores_line", "estimate
 
 _NAMES = {"accuracy": "accuracy", "squad_f1": "SQuAD F1", "squad_em": "SQuAD exact match", "chrf": "chrF++",
           "rouge_l": "ROUGE-L", "exact_match": "exact match", "macro_f1": "macro-F1"}  # fmt: skip
-VERSION_HEADERS = ["version", "change", "metric", "on real rows", "on teacher-written rows", "train"]
+VERSION_HEADERS = ["version", "change", "metric", "real rows", "teacher-written rows", "train"]
 
 
 def metric_name(metric: str) -> str:
@@ -67,6 +67,7 @@ def scores_line(v: dict[str, Any], bold: bool = False) -> str:
 
 
 def _cell(est: dict[str, Any] | None) -> str:
+    """'0.750 (4 rows; 90%: 0.410–0.930)'."""
     if not est or not est.get("rows"):
         return "—"
     ci = f"; {_interval(est)}" if _interval(est) else ""
@@ -178,22 +179,25 @@ def write_version_plot(versions: list[dict[str, Any]], path: str | Path) -> Path
     xs = list(range(1, len(versions) + 1))
     real = [(x, estimates_of(v)[0]) for x, v in zip(xs, versions, strict=True)]
     real = [(x, e) for x, e in real if e and e.get("rows")]
+    handles = []
     if real:
         ys = [e["score"] for _, e in real]
         lo = [e["score"] - _or(e.get("low"), e["score"]) for _, e in real]
         hi = [_or(e.get("high"), e["score"]) - e["score"] for _, e in real]
-        ax.errorbar([x for x, _ in real], ys, yerr=[lo, hi], marker="s", capsize=4,
-                    label=f"real rows ({real[-1][1]['rows']} in the last), 90% interval")  # fmt: skip
+        last = versions[real[-1][0] - 1]["version"]
+        handles.append(ax.errorbar([x for x, _ in real], ys, yerr=[lo, hi], marker="s", capsize=4,
+                                   label=f"real rows, 90% interval ({real[-1][1]['rows']} in v{last})"))  # fmt: skip
     teacher = [estimates_of(v)[1] for v in versions]
-    ax.plot(xs, [t.get("score") for t in teacher], marker="o", linestyle="--", alpha=0.8,
-            label="teacher-written rows (flattering: the teacher wrote the training rows too)")  # fmt: skip
+    (line,) = ax.plot(xs, [t.get("score") for t in teacher], marker="o", linestyle="--", alpha=0.7,
+                      label="teacher-written rows (flattering: the teacher wrote the training rows too)")  # fmt: skip
+    handles.append(line)
     ax.set_xticks(xs, [f"v{v['version']}" for v in versions])
     ax.set_xlabel("version")
     ax.set_ylabel(metric_name(metric))
     ax.set_title("Score per version: real rows first")
-    ax.legend(fontsize=7)
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=1)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return Path(path)

@@ -51,6 +51,16 @@ def _asked(chat: FakeChatModel, since: int) -> list[str]:
         ("history", "history", {}),
         ("go", "go", {}),
         ("what a lovely day", "unknown", {"text": "what a lovely day"}),
+        # the kinds that write text: their outputs' length and style
+        ("make the answers shorter", "length", {"label": None, "direction": "long"}),
+        ("the descriptions are too short", "length", {"label": None, "direction": "short"}),
+        ("longer outputs please", "length", {"label": None, "direction": "short"}),
+        ("use a formal tone", "style", {"hint": "Use a formal tone."}),
+        ("write them in a friendly, casual style", "style", {"hint": "Use a friendly, casual tone."}),
+        ("style: one sentence, no jargon", "style", {"hint": "one sentence, no jargon"}),
+        ("train longer", "bigger_model", {}),
+        ("Passage: Bo lives in Rome. He cooks pasta there.\nQuestion: Where does Bo live?\nAnswer: Rome", "examples",
+         {"pairs": [["Bo lives in Rome. He cooks pasta there.\nQuestion: Where does Bo live?", "Rome"]]}),
     ],
 )  # fmt: skip
 def test_command_like_messages_are_parsed_without_an_llm(message, kind, args) -> None:
@@ -66,6 +76,10 @@ def test_answers_to_a_clarifying_question_are_read_in_context() -> None:
     assert parse_intent("go", True, "input_kind").kind == "go"
     assert parse_intent("anything at all", has_task=False).kind == "task"
     assert parse_intent("help", has_task=False).kind == "help"
+    # examples answer the question for labels or for an example (not read as a label list)
+    pasted = "Input: see you at noon\nOutput: noon works"
+    assert parse_intent(pasted, True, "labels").args == {"pairs": [["see you at noon", "noon works"]]}
+    assert parse_intent(pasted, True, "example").kind == "examples"
 
 
 def test_a_session_refines_the_task_version_by_version(fake_llm, fake_chat) -> None:

@@ -70,7 +70,7 @@ def test_status_shows_stage_progress_metric_and_cost() -> None:
 def test_version_table_history_and_plot_lead_with_real_rows(tmp_path) -> None:
     from p2m.agent.versions import VERSION_HEADERS, compare, history_table, version_cells, write_version_plot
 
-    assert VERSION_HEADERS.index("on real rows") < VERSION_HEADERS.index("on teacher-written rows")
+    assert VERSION_HEADERS.index("real rows") < VERSION_HEADERS.index("teacher-written rows")
     assert version_cells(SEQ_VERSION) == ["v2", "shorter answers", "SQuAD F1", "0.500 (3 rows; 90%: 0.200–0.800)",
                                           "0.800 (12 rows; 90%: 0.700–0.900)", 20]  # fmt: skip
     table = compare(None, SEQ_VERSION)
