@@ -23,6 +23,7 @@ import pytest
 
 from tests.fakes import FakeOpenAIServer, default_reply
 from tests.helpers import closed_port
+from tests.test_chat_cli import MEMO_P2M
 from tests.test_generate_seq import D2T_PROMPT
 
 pytestmark = pytest.mark.slow
@@ -36,18 +37,6 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 TASK = "Classify customer support tickets as billing, bug or other.\n\nInput: I was charged twice\nOutput: billing"
 SLOW = 120_000  # ms: a run on 2 shared cores
 ROOT = Path(__file__).resolve().parents[1]
-# `p2m ui` with the memorising stand-ins for the sequence students (patched before the CLI starts)
-MEMO_UI = """
-import sys
-import p2m.tools.train_seq as ts
-from tests.test_pipeline_seq import MemoStudent, _load
-ts.finetune_generator = lambda train, val, instruction, cfg, progress=False: MemoStudent("causal-lm", dict(train))
-ts.finetune_qa = lambda train, val, cfg, progress=False: MemoStudent("extractive-qa", dict(train))
-ts.load_seq_student = _load
-from p2m.agent.cli import main
-sys.argv[0] = "p2m"
-main()
-"""
 
 
 def _noisy(messages, params):
@@ -71,7 +60,7 @@ def _ui(tmp_path: Path, memo: bool = False):
         env = {**os.environ, "P2M_HOME": str(tmp_path / "home"), "GRADIO_ANALYTICS_ENABLED": "False",
                "PYTHONPATH": str(ROOT)}  # fmt: skip
         log = open(tmp_path / "ui.log", "w")  # noqa: SIM115
-        start = [sys.executable, "-c", MEMO_UI] if memo else [sys.executable, "-m", "p2m.agent.cli"]
+        start = [sys.executable, "-c", MEMO_P2M] if memo else [sys.executable, "-m", "p2m.agent.cli"]
         proc = subprocess.Popen(
             [*start, "ui", "--port", str(port), "--llm", teacher.url, "--llm-model", "fake", "--examples", "30",
              "--gen-minutes", "0", "--no-finetune", "--no-retrieve"],
