@@ -1,8 +1,10 @@
-"""Student trainers: a quick trial (MiniLM embeddings + logistic regression, seconds) and a fine-tune
-of all-MiniLM-L6-v2 as a sequence classifier (a plain loop you can read top to bottom).
+"""Classifier students: a quick trial (MiniLM embeddings + logistic regression, seconds), a fine-tune
+of all-MiniLM-L6-v2 as a sequence classifier, and SmolLM2-135M with LoRA as one
+(`finetune_smollm_classifier`, in `students/smollm_cls.py`); the fine-tunes run through the one loop
+(`p2m.tools.trainloop`).
 
-Both go behind one facade: `train_student(...)` returns the fitted student and its validation report;
-`load_student(path)` gives back something with `predict(texts) -> labels`.
+Each trainer returns (student, validation report, params); `load_student(path)` gives back any of them
+from its folder, with `predict(texts) -> labels`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ from p2m.errors import ConfigError
 from p2m.tools.embed import default_student_path, embed
 from p2m.tools.evaluate import classification_report
 from p2m.tools.students.common import quantize_for_cpu
+from p2m.tools.students.smollm_cls import (
+    CLS_META_FILE,
+    SmolClassifier,
+    SmolClsConfig,
+    finetune_smollm_classifier,
+    load_smollm_classifier,
+)
 from p2m.tools.trainloop import LoopConfig, length_batches, lr_at, seed_torch, train_loop
 from p2m.tools.types import EvalReport
 
@@ -32,6 +41,9 @@ __all__ = [
     "lr_at",
     "label_prototypes",
     "quantize_for_cpu",
+    "SmolClassifier",
+    "SmolClsConfig",
+    "finetune_smollm_classifier",
 ]
 
 
@@ -192,11 +204,15 @@ class _HeadStudent(FinetunedStudent):
 MAX_TOKENS = 128  # all-MiniLM-L6-v2 was trained on 128-token inputs; embeddings and students use the same
 
 
-def load_student(folder: str | Path, fast: bool = True) -> QuickStudent | FinetunedStudent:
-    """The deployed student in `folder`, whichever kind it is; `fast` quantizes it for CPU inference."""
+def load_student(folder: str | Path, fast: bool = True) -> FinetunedStudent | SmolClassifier:
+    """The deployed classifier in `folder`, whichever kind it is (told by the files saved with it):
+    `p2m_head.json` = the quick trial, `p2m_cls.json` = the SmolLM2 classifier, else the MiniLM
+    fine-tune. `fast` makes it faster on CPU (int8 Linear layers; bfloat16 for SmolLM2)."""
     folder = Path(folder)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    if (folder / CLS_META_FILE).exists():
+        return load_smollm_classifier(folder, fast=fast)
     if (folder / "p2m_head.json").exists():
         from p2m.tools.hf_head import MeanPoolClassifier  # our own copy of the class, no remote code
 

@@ -5,6 +5,7 @@ import points. All of them train through `p2m.tools.trainloop.train_loop`.
 - `smollm`: SmolLM2-135M weights from the teacher's GGUF
 - `generator`: SmolLM2 + LoRA text generator
 - `qa_reader`: MiniLM extractive QA reader
+- `smollm_cls`: SmolLM2 + LoRA sequence classifier
 """
 
-__all__ = ["common", "generator", "qa_reader", "smollm"]
+__all__ = ["common", "generator", "qa_reader", "smollm", "smollm_cls"]
