@@ -247,6 +247,8 @@ class ChatSession(DataIntents, LabelIntents, SeqIntents):
                 f"Version {v['version']} is trained ({scores_line(v)}). Refine it, or say 'stop and deploy'."
             )
         else:
+            if self.state["type_unsure"]:  # 'go' to "labels, or text?": text, written without an example
+                self.state["type_unsure"], self.state["asked_example"] = False, True
             self.state["asking"] = None
             self._ask_or_run(spec)
 

@@ -143,5 +143,5 @@ class LabelIntents:
         text = "Which labels should the model choose from? For example: 'labels: billing, bug, other'."
         if spec.task_type != "classification":
             text += (" If the model should write text instead (an answer, a description, code), paste an example"
-                     " as 'Input: … / Output: …'.")  # fmt: skip
+                     " as 'Input: … / Output: …', or say 'go' to let it write text without one.")  # fmt: skip
         return text

@@ -17,7 +17,7 @@ from p2m.agent.intents import Intent
 from p2m.agent.refine import USER_DROP, drop_where, words_outside
 from p2m.agent.versions import metric_name
 from p2m.tools.parse import qa_input, qa_parts, read_task_asking, record_fields
-from p2m.tools.types import TaskSpec
+from p2m.tools.types import TaskSpec, default_metric
 
 __all__ = ["SeqIntents", "SEQ_NAMES", "OUTPUT_LENGTH_HINT", "sample_lines"]
 
@@ -102,6 +102,15 @@ class SeqIntents:
         if self.state["asking"] == "labels":  # the reading could not tell the task type: read it with them
             text = spec.instruction + "\n\n" + "\n\n".join(f"Input: {x}\nOutput: {y}" for x, y in pairs)
             spec = read_task_asking(text, lambda: self.llm).spec
+            outs = list(dict.fromkeys(y for _, y in pairs))
+            if (
+                spec.task_type != "classification"
+                and len(outs) >= 2
+                and all(len(y.split()) <= 3 for y in outs)
+            ):
+                # asked for labels, answered with examples whose outputs are a few short names: those are labels
+                spec = dataclasses.replace(spec, task_type="classification", labels=outs,
+                                           metric=default_metric("classification"), demonstrations=list(pairs))  # fmt: skip
             note, n = "read again with your examples", len(spec.demonstrations)
         else:
             good, problem = self._check_written(spec, pairs)

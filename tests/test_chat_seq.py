@@ -210,3 +210,14 @@ def test_a_reading_that_cannot_tell_the_type_is_asked_and_examples_answer_it(fak
                    "Input: can we move the call?\nOutput: sure, what time suits you?")  # fmt: skip
     assert s.spec().task_type == "text_generation" and len(s.spec().demonstrations) == 2
     assert "Version 2 trained" in out[-1] and "chrF++" in out[-1]
+    # asked for labels, answered with labelled examples: a classifier with those labels
+    s = ChatSession(options=_opts(24), llm=fake_llm)
+    s.handle("Sort what people send us by how urgent it is.")
+    out = s.handle("the server is down and nobody can log in -> urgent\nwhat is on the lunch menu -> normal")
+    assert s.spec().task_type == "classification" and s.spec().labels == ["urgent", "normal"]
+    assert "Version 2 trained" in out[-1] and "accuracy" in out[-1]
+    # …or told to go: a text generator, without a second question
+    s = ChatSession(options=_opts(), llm=fake_llm)
+    s.handle("Sort what people send us by how urgent it is.")
+    out = s.handle("go")
+    assert s.spec().task_type == "text_generation" and "Version 1 trained" in out[-1]
