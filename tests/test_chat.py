@@ -286,3 +286,24 @@ def test_the_embedded_teacher_session_handles_the_common_intents() -> None:
         assert open_store().ledger(s.run_id)["calls"] > 0
     finally:
         s.close()
+
+
+def test_a_capable_llm_reads_a_style_wish() -> None:
+    from p2m.agent.intents import llm_intent
+
+    chat = FakeChatModel()
+    chat.enqueue(
+        json.dumps({"intent": "style", "hint": "Write like a friendly waiter."}),
+        json.dumps({"intent": "style"}),
+    )
+    llm = LLMClient(chat, "fake-strong", "json_schema", capable=True)
+    intent = llm_intent(
+        llm, "could the texts sound like a friendly waiter wrote them?", {"task_type": "data_to_text"}
+    )
+    assert (intent.kind, intent.args, intent.by) == (
+        "style",
+        {"hint": "Write like a friendly waiter."},
+        "llm",
+    )
+    assert llm_intent(llm, "something", {}) is None  # a style without a hint is no intent
+    assert "data-to-text" in chat.history[0]["messages"][0][1]  # the LLM is told every task kind
