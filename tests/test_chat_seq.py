@@ -17,7 +17,7 @@ from p2m.agent.refine import mentions
 from p2m.tools.generate import GenConfig
 from p2m.tools.parse import qa_parts
 from p2m.tools.train import TrainConfig
-from tests.test_generate_seq import D2T_PROMPT, QA_PROMPT
+from tests.test_generate_seq import CODE_PROMPT, D2T_PROMPT, QA_PROMPT
 from tests.test_pipeline_seq import MemoStudent, _load
 
 QA_EXAMPLES = """Here are real examples:
@@ -188,6 +188,20 @@ def test_a_data_to_text_task_is_refined_by_conversation(fake_llm, fake_chat, mem
     assert "Deployed version 7: chrF++" in out[-1] and _real_first(out[-1])
     assert [v["version"] for v in s.versions] == [1, 2, 3, 4, 5, 6, 7]
     assert all(v["metric"] == "chrf" and v["real"]["rows"] >= 2 for v in s.versions)
+
+
+def test_a_code_task_takes_a_length_wish_and_examples(fake_llm, fake_chat, memo) -> None:
+    s = ChatSession(options=_opts(), llm=fake_llm)
+    out = s.handle(CODE_PROMPT)
+    assert "Task v1: text to Python code" in out[0] and "Version 1 trained (v1-lora): chrF++" in out[-1]
+    n0 = len(fake_chat.history)
+    out = s.handle("make the snippets shorter")
+    asked = _output_requests(fake_chat, n0)
+    assert asked and all("Keep the output short" in a for a in asked) and "Version 2 trained" in out[-1]
+    out = s.handle("double every number in xs -> ys = [2 * x for x in xs]\nprint hello -> print('hello')\n"
+                   "sum of xs -> total = sum(xs)")  # fmt: skip
+    assert any("I keep 1 of them to check the model on" in o for o in out)
+    assert s.versions[-1]["real"]["rows"] == 2 and _real_first(out[-1])
 
 
 def test_examples_are_asked_for_only_where_the_task_needs_them(fake_llm, memo) -> None:
