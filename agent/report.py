@@ -127,7 +127,8 @@ def trajectory(store: Any, run_id: str) -> list[dict[str, Any]]:
         est = (e["report"] or {}).get("estimates") or {}
         real = est.get("real") or {}
         out.append({"name": e["name"], "score": e["report"]["score"], "real": real.get("score"),
-                    "real_rows": real.get("rows", 0), "n_train": e["n_train"],
+                    "real_rows": real.get("rows", 0), "real_low": real.get("low"), "real_high": real.get("high"),
+                    "n_train": e["n_train"],
                     "ms_per_example": e["report"].get("ms_per_example")})  # fmt: skip
     return out
 
@@ -144,11 +145,13 @@ def write_plot(store: Any, run_id: str, path: Any) -> Any:
 
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
     xs = list(range(1, len(points) + 1))
-    ax.plot(xs, [p["score"] for p in points], marker="o", label="teacher-written rows")
-    real = [(x, p["real"]) for x, p in zip(xs, points, strict=True) if p["real"] is not None]
-    if real:
-        rows = max(p["real_rows"] for p in points)
-        ax.plot([x for x, _ in real], [y for _, y in real], marker="s", label=f"real rows ({rows})")
+    real = [(x, p) for x, p in zip(xs, points, strict=True) if p["real"] is not None]
+    if real:  # real rows first, with their 90% intervals: the teacher-written ones flatter the student
+        rows = max(p["real_rows"] for _, p in real)
+        ax.errorbar([x for x, _ in real], [p["real"] for _, p in real],
+                    yerr=[[p["real"] - p["real_low"] for _, p in real], [p["real_high"] - p["real"] for _, p in real]],
+                    marker="s", capsize=3, label=f"real rows ({rows}), 90% interval")  # fmt: skip
+    ax.plot(xs, [p["score"] for p in points], marker="o", alpha=0.6, label="teacher-written rows")
     for x, p in zip(xs, points, strict=True):
         ax.annotate(
             p["name"], (x, p["score"]), fontsize=7, rotation=30, textcoords="offset points", xytext=(0, 6)

@@ -216,3 +216,22 @@ def test_an_llm_decider_switches_to_an_encoder_from_the_hf_cache(tmp_path, monke
     exp = next(e for e in open_store().experiments(res.run_id) if e["name"] == f"r1-finetune@{repo}")
     assert exp["params"]["base"] == repo and exp["report"]["estimates"]["teacher"]["rows"] > 0
     assert f"finetune@{repo}" in {m["id"] for m in seen[-1] if m["tried"]}
+
+
+def test_the_smollm_classifier_is_a_student_the_planner_can_train(fake_llm, monkeypatch) -> None:
+    import p2m.tools.train as tr
+
+    called = {}
+
+    def smol(train, val, labels, config, progress=True, max_minutes=8.0, soft=None):
+        called.update(n=len(train), soft=None if soft is None else soft.shape, minutes=max_minutes)
+        student, report, params = tr.train_quick(train, val, labels)  # a quick stand-in for the 135M model
+        return student, report, {**params, "stand_in": True}
+
+    monkeypatch.setattr(tr, "finetune_smollm_classifier", smol)
+    from tests.helpers import run_once
+
+    res = run_once(PROMPT, _opts(students=["smollm-cls"]), llm=fake_llm, progress=False)
+    assert called["n"] > 0 and called["soft"] == (called["n"], 3)  # distilled from the quick trial, as finetune
+    assert res.report["student"]["selected"] == "r0-smollm-cls"
+    assert "SmolLM2" in res.report["student"]["base"]

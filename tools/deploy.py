@@ -85,7 +85,12 @@ def model_card(spec: TaskSpec, report: dict[str, Any], teacher: str) -> str:
     cur = data["curation"]
     cost = report["cost"]
     kind = report["student"]["kind"]
-    if kind == "sequence-classifier":
+    if kind == "smollm-cls":
+        usage = (
+            "SmolLM2-135M with a classification head (LoRA merged); its input template is in `model/p2m_cls.json`:\n\n"
+            '```python\nfrom p2m.tools.train import load_student\nload_student("model").predict(["your text"])\n```'
+        )
+    elif kind == "sequence-classifier":
         usage = (
             "```python\nfrom transformers import pipeline\n"
             'clf = pipeline("text-classification", model="model")\nclf("your text")\n```'
