@@ -232,6 +232,7 @@ def test_the_smollm_classifier_is_a_student_the_planner_can_train(fake_llm, monk
     from tests.helpers import run_once
 
     res = run_once(PROMPT, _opts(students=["smollm-cls"]), llm=fake_llm, progress=False)
-    assert called["n"] > 0 and called["soft"] == (called["n"], 3)  # distilled from the quick trial, as finetune
+    # distilled from the quick trial, as finetune
+    assert called["n"] > 0 and called["soft"] == (called["n"], 3)
     assert res.report["student"]["selected"] == "r0-smollm-cls"
     assert "SmolLM2" in res.report["student"]["base"]
