@@ -219,7 +219,8 @@ class Planner:
         r = self.r
 
         def work() -> dict[str, Any]:
-            info: dict[str, Any] = {"action": d["action"]}
+            # the stages it runs (generate:k, curate:k, retrieve) count their own seconds toward the budget
+            info: dict[str, Any] = {"action": d["action"], "seconds": 0.0}
             if d["action"] == "generate_more":
                 focus = {key: d["args"][key] for key in ("labels", "pairs", "style") if key in d["args"]}
                 r.generate(k, focus, n=d["args"].get("n"))
