@@ -228,7 +228,9 @@ class FakeOpenAIServer:
                     text = ""
                 self._send(200, {
                     "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body.get("model", "fake"),
-                    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                    # a truncated answer is what a server sends when max_tokens cuts it: finish_reason "length"
+                    "choices": [{"index": 0, "finish_reason": "length" if fault == "invalid_json" else "stop",
+                                 "message": {"role": "assistant", "content": text}}],
                     "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30},
                 }, cut=fault == "cut_body")  # fmt: skip
                 if fault != "cut_body":

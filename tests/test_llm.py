@@ -307,3 +307,19 @@ def test_http_errors_become_llm_errors(status, expected):
         assert server.url in str(err.value)
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("structured", ["json_schema", "json_object"])
+def test_an_answer_cut_at_max_tokens_is_a_counted_failure_not_a_crash(structured, monkeypatch):
+    # a server that stops at max_tokens says finish_reason "length"; the OpenAI SDK then refuses to parse a
+    # structured answer (LengthFinishReasonError): the embedded teacher did this on its first real run
+    import tests.fakes as fakes
+
+    monkeypatch.setattr(fakes, "FAULTS", ("invalid_json",))  # every answer cut short, finish_reason "length"
+    with FakeOpenAIServer(responder=lambda m, p: '{"text": "an answer cut short"}', fail_rate=1.0) as server:
+        with open_llm(
+            LLMConfig(base_url=server.url, model="fake", structured=structured, max_retries=0)
+        ) as llm:
+            assert llm.json(MSGS, SCHEMA, max_tokens=8, purpose="generate") is None
+            assert llm.ledger.failures.get("length", 0) + llm.ledger.failures.get("invalid_json", 0) >= 1
+            assert llm.json(MSGS, SCHEMA, max_tokens=8, purpose="generate") is None  # and again: no crash

@@ -268,6 +268,15 @@ class LLMClient:
                         raise LLMError(f"{where} answered HTTP {e.status_code}: {str(e)[:200]}") from e
                     kind, error = f"http_{e.status_code}", e
                     problem = f"{where} answered HTTP {e.status_code}: {str(e)[:200]}"
+                except (openai.LengthFinishReasonError, openai.ContentFilterFinishReasonError) as e:
+                    # a structured answer cut at max_tokens (or filtered): the SDK refuses to parse it; what
+                    # was written is returned (it fails JSON parsing and is counted), not asked again — the
+                    # same request would be cut the same way
+                    cut = isinstance(e, openai.LengthFinishReasonError)
+                    self._failure(purpose, "length" if cut else "content_filter")
+                    with self._ledger_lock:
+                        self._failed_in_row, self._ever_answered = 0, True
+                    return _partial(e)
                 except openai.APITimeoutError as e:
                     kind, error = "timeout", e
                     problem = f"{where} did not answer within the timeout (--llm-timeout)"
@@ -440,3 +449,16 @@ class open_llm:  # noqa: N801 (used like a function: `with open_llm(cfg) as llm:
         for server in self.servers:
             server.stop()
         self.servers = []
+
+
+def _partial(error: Exception) -> tuple[str, int, int]:
+    """The text and token counts of a completion the SDK refused to parse (cut at max_tokens, or filtered)."""
+    completion = getattr(error, "completion", None)
+    choices = getattr(completion, "choices", None) or []
+    text = (getattr(choices[0].message, "content", None) or "") if choices else ""
+    usage = getattr(completion, "usage", None)
+    return (
+        text,
+        int(getattr(usage, "prompt_tokens", 0) or 0),
+        int(getattr(usage, "completion_tokens", 0) or 0),
+    )
