@@ -109,6 +109,13 @@ class LoopResult:
     seconds: float = 0.0
     stopped_by_time: bool = False
 
+    def meta(self, batch_size: int) -> dict[str, Any]:
+        """What a saved student records of its training (its p2m meta file)."""
+        return {"best_epoch": self.best_epoch, "history": self.history, "steps": self.steps,
+                "seconds": round(self.seconds, 2),
+                "examples_per_second": round(self.steps * batch_size / max(self.seconds, 1e-9), 3),
+                "stopped_by_time": self.stopped_by_time}  # fmt: skip
+
 
 def _trainable(model: Any) -> dict[str, Any]:
     """A copy of the weights training changes (all of them, or only the LoRA adapters and the head)."""

