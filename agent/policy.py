@@ -223,7 +223,14 @@ def _switch(s: Summary) -> Decision | None:
     ms = cur.get("ms_per_example")
     cur_m = _model(s, cur.get("student")) or {}
     fit = cur.get("train_fit")
-    if fit is not None and fit < UNDERFIT and not (s.max_latency_ms and ms and ms > s.max_latency_ms):
+    val = (cur.get("teacher") or {}).get("score", 1.0)
+    # underfit: low on its own training rows and on validation (label noise alone leaves validation higher)
+    if (
+        fit is not None
+        and fit < UNDERFIT
+        and val < UNDERFIT
+        and not (s.max_latency_ms and ms and ms > s.max_latency_ms)
+    ):
         bigger = [m for m in s.models if m.get("fits") and not m.get("tried")
                   and m.get("params_m", 0) > cur_m.get("params_m", 1e9)]  # fmt: skip
         # a bigger model costs time per example about in proportion to its size

@@ -110,6 +110,11 @@ def build_summary(planner: Any, k: int) -> Summary:
               for s in r.kind.students(spec)]  # fmt: skip
     for m in _catalogue(r):
         models.append({**m, "tried": m["id"] in tried, "ms_per_example": speed.get(m["id"])})
+    if not r.opts.finetune:  # the user asked for the quick students only: nothing bigger is offered
+        first = set(r.first_students())
+        for m in models:
+            if m["id"] not in first and not m["tried"]:
+                m.update(fits=False, why_not="--no-finetune asks for the quick students only")
     gen = r.store.examples(r.run_id, kept=None, source_prefix="generated:")
     led = r.store.ledger(r.run_id)
     index_rows = (r.store.stage_info(r.run_id, "retrieve") or {}).get("rows", 0)

@@ -166,7 +166,8 @@ def test_help_has_an_example(home):
 def finished_run(tmp_path_factory, server):
     home = tmp_path_factory.mktemp("cli") / "home"
     proc = p2m(
-        home, "run", PROMPT, "--llm", server.url, "--llm-model", "fake", "--examples", "30", "--epochs", "1", "-q",
+        home, "run", PROMPT, "--llm", server.url, "--llm-model", "fake", "--examples", "30", "--epochs", "1",
+        "--max-rounds", "2", "-q",
         timeout=400,
     )  # fmt: skip
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
