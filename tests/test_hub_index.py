@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -140,8 +141,14 @@ def test_offline_candidate_not_in_cache_is_skipped_clearly() -> None:
 def test_cache_entries_index_what_is_downloaded(hub, online, tmp_path) -> None:
     from huggingface_hub import hf_hub_download
 
-    hf_hub_download("p2m-test/movie-opinions", "README.md", repo_type="dataset", endpoint=hub.url)
-    hf_hub_download("p2m-test/movie-opinions", "data/train.csv", repo_type="dataset", endpoint=hub.url)
+    cache = os.environ[
+        "HF_HUB_CACHE"
+    ]  # the fixture's fresh cache, named (not huggingface_hub's import-time copy)
+    hf_hub_download(
+        "p2m-test/movie-opinions", "README.md", repo_type="dataset", endpoint=hub.url, cache_dir=cache
+    )
+    hf_hub_download("p2m-test/movie-opinions", "data/train.csv", repo_type="dataset", endpoint=hub.url,
+                    cache_dir=cache)  # fmt: skip
     entries = list(hubindex.cache_entries())
     assert [e.id for e in entries] == ["p2m-test/movie-opinions"]
     assert entries[0].meta["license"] == "mit" and Path(entries[0].meta["cached_path"]).is_dir()

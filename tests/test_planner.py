@@ -205,7 +205,9 @@ def test_an_llm_decider_switches_to_an_encoder_from_the_hf_cache(tmp_path, monke
         return _noisy(messages, params)
 
     chat.responder = responder
-    res = run_planner(HARD, _opts(), PlanOptions(max_rounds=3, decider="auto"), llm=llm, progress=False)
+    # quick trial first (the fine-tune is offered too: --no-finetune would offer nothing bigger)
+    res = run_planner(HARD, _opts(finetune=True, students=["quick-trial"]), PlanOptions(max_rounds=3, decider="auto"),
+                      llm=llm, progress=False)  # fmt: skip
     offered = {m["id"]: m for m in seen[0]}
     assert offered[f"finetune@{repo}"]["fits"] and not offered[f"finetune@{repo}"]["tried"]
     decisions = open_store().decisions(res.run_id)

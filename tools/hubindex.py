@@ -366,8 +366,10 @@ def cache_entries() -> Iterator[Entry]:
     from huggingface_hub import scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
 
+    from p2m.tools.models import hf_cache_dir
+
     try:
-        cache = scan_cache_dir()
+        cache = scan_cache_dir(hf_cache_dir())  # the cache as the environment says now, not as at import
     except CacheNotFound:
         return
     for repo in cache.repos:
