@@ -321,3 +321,28 @@ def test_code_in_another_language_is_refused(prompt, lang):
 def test_python_prompt_naming_another_language_in_passing_is_accepted():
     assert code_language("Write Python that prints an HTML table") is None
     assert parse_task("Write a Python snippet that builds the SQL string.").task_type == "text_to_code"
+
+
+def test_labels_glossed_in_parentheses_are_read_without_the_glosses():
+    # the glosses hold lists of their own ("a count, date, size, amount or other quantity"): the first
+    # reading of TREC's prompt took the last gloss for the label set
+    shots = (
+        "\n\nInput: How tall is the Eiffel Tower?\nOutput: number\n\nInput: Who wrote Hamlet?\nOutput: person"
+    )
+    spec = parse_task(
+        "Classify each question by the kind of answer it asks for: description (a definition, reason or manner),"
+        " person (a person or group of people), or number (a count, date, size, amount or other quantity)."
+        + shots
+    )
+    assert spec.labels == ["description", "person", "number"]
+    assert parse_task(
+        "Sort each ticket into billing (payments, refunds or invoices), bug (a crash) or other."
+    ).labels == [
+        "billing",
+        "bug",
+        "other",
+    ]
+    assert parse_task("Classify the review as positive or negative (ignore neutral ones).").labels == [
+        "positive",
+        "negative",
+    ]

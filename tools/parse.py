@@ -158,6 +158,15 @@ def _find_labels(instruction: str, demos: list[tuple[str, str]]) -> _Labels:
     """The label set: a prose list that covers the demonstrations, the demonstrations' own repeating
     outputs, or the best list in the prose (an explicit one, or any list when a classification cue asks)."""
     lists = label_lists(instruction)
+    # labels glossed in parentheses, "billing (payments, refunds or invoices), bug (…) or other": the list is
+    # read without the glosses, and a list inside a gloss is then not a label list
+    glossed = re.sub(r"\s*\([^()]*\)", "", instruction)
+    if glossed != instruction:
+        inner = " ".join(re.findall(r"\(([^()]*)\)", instruction)).lower()
+        outer = [c for c in label_lists(glossed) if c.items not in {d.items for d in lists}]
+        if outer:  # "stance toward the policy (favor, against, none)": there the parentheses hold the labels
+            lists = outer + [c for c in lists if not all(i.lower() in inner and i.lower() not in glossed.lower()
+                                                         for i in c.items)]  # fmt: skip
     outs = [o for _, o in demos]
     distinct = {o.lower() for o in outs}
     cue = class_cue(instruction)
