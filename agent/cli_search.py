@@ -75,7 +75,7 @@ def index_build(snapshot: str | None, hub: bool, from_cache: bool, what: str, li
       HF_ENDPOINT=https://huggingface.co p2m index build --hub --what datasets --limit 5000
       p2m index build --cache
     """
-    from p2m.tools import hubindex
+    from p2m.tools import hubindex, hubsources
     from p2m.tools.embed import embed
 
     if not (snapshot or hub or from_cache):
@@ -89,21 +89,21 @@ def index_build(snapshot: str | None, hub: bool, from_cache: bool, what: str, li
     kinds = ("datasets", "models") if what == "both" else (what,)
     results: dict[str, Any] = {}
     # the models p2m ships with are always there: the student choice is local-first
-    results["local models"] = hubindex.build(index, "models", hubindex.local_model_entries(), embed)
+    results["local models"] = hubindex.build(index, "models", hubsources.local_model_entries(), embed)
     if snapshot:
         for kind, (total, entries) in snap.items():
             if kind in kinds:
                 results[f"snapshot {kind}"] = hubindex.build(index, kind, entries, embed, total=total,
                                                              progress=not quiet, desc=f"snapshot {kind}")  # fmt: skip
     if from_cache:
-        entries = list(hubindex.cache_entries())
+        entries = list(hubsources.cache_entries())
         for kind in kinds:
             results[f"cache {kind}"] = hubindex.build(
                 index, kind, [e for e in entries if e.kind == kind], embed
             )
     if hub:
         for kind in kinds:
-            results[f"hub {kind}"] = hubindex.build_from_hub(
+            results[f"hub {kind}"] = hubsources.build_from_hub(
                 index, kind, embed, limit=limit, progress=not quiet
             )
     for name, stats in results.items():

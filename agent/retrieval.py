@@ -24,7 +24,7 @@ def retrieve(r: Run) -> dict[str, Any]:
         r.decide("retrieve", f"skipped: retrieval maps labelled data, not {spec.task_type} data", n=0)
         return {"rows": 0, "tried": [], "used": []}
     from p2m.memory.vectors import open_index
-    from p2m.tools.hubindex import hub_offline
+    from p2m.tools.hubsources import hub_offline
     from p2m.tools.retrieve import load_candidate, map_columns, sample_examples
     from p2m.tools.search import search, spec_query
 

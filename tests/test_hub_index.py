@@ -15,7 +15,7 @@ from huggingface_hub.utils import _http
 
 from p2m.errors import ConfigError, DataError
 from p2m.memory.vectors import VectorIndex
-from p2m.tools import hubindex
+from p2m.tools import hubindex, hubsources
 from p2m.tools.embed import embed
 from p2m.tools.retrieve import load_candidate, map_columns
 from p2m.tools.search import search
@@ -68,20 +68,20 @@ def hub(online, monkeypatch) -> FakeHub:
 @needs_snapshot
 def test_hub_listing_fills_the_index_then_refreshes_incrementally(hub, tmp_path) -> None:
     index = VectorIndex(tmp_path / "index")
-    stats = hubindex.build_from_hub(index, "datasets", embed)
+    stats = hubsources.build_from_hub(index, "datasets", embed)
     assert stats["added"] == 61 and index.count("datasets") == 61
     entry = index.get("datasets", ["p2m-test/movie-opinions"])["p2m-test/movie-opinions"]
     assert entry["metadata"]["license"] == "mit" and entry["metadata"]["task_type"] == "classification"
     assert entry["metadata"]["lang_en"] is True
-    models = hubindex.build_from_hub(index, "models", embed)
+    models = hubsources.build_from_hub(index, "models", embed)
     assert models["added"] == 20
     # nothing new: the listing stops at the watermark after the first (newest) page
     before = len(hub.requests)
-    again = hubindex.build_from_hub(index, "datasets", embed)
+    again = hubsources.build_from_hub(index, "datasets", embed)
     assert again == {"added": 0, "updated": 0, "unchanged": 0}
     assert hub.requests[before:].count(("GET", "/api/datasets")) == 1
     hub.add_dataset_files("p2m-test/new-one", {"README.md": CARD + "Fresh tweets about football.\n"})
-    assert hubindex.build_from_hub(index, "datasets", embed)["added"] == 1
+    assert hubsources.build_from_hub(index, "datasets", embed)["added"] == 1
 
 
 @needs_snapshot
@@ -89,11 +89,11 @@ def test_hub_error_mid_listing_keeps_what_was_indexed(hub, online, tmp_path) -> 
     index = VectorIndex(tmp_path / "index")
     hub.fail_listing_after(pages=1, status=500)
     with pytest.raises(DataError, match=r"failed after 25 entries .* run the same command again"):
-        hubindex.build_from_hub(index, "datasets", embed)
+        hubsources.build_from_hub(index, "datasets", embed)
     assert len(online) == 5  # huggingface_hub retried before giving up
     assert index.count("datasets") == 25 and index.watermark(f"hub:{hub.url}:datasets") is None
     hub.clear_faults()
-    stats = hubindex.build_from_hub(index, "datasets", embed)
+    stats = hubsources.build_from_hub(index, "datasets", embed)
     assert stats["unchanged"] == 25 and stats["added"] == 36
 
 
@@ -102,19 +102,19 @@ def test_hub_stall_times_out_with_a_clear_message(hub, tmp_path) -> None:
     index = VectorIndex(tmp_path / "index")
     hub.delay_listing_after(pages=1, seconds=30)
     with pytest.raises(DataError, match="timed out"):
-        hubindex.build_from_hub(index, "datasets", embed, timeout=0.3)
+        hubsources.build_from_hub(index, "datasets", embed, timeout=0.3)
     assert index.count("datasets") == 25
 
 
 def test_offline_hub_listing_says_what_to_do(tmp_path) -> None:
     with pytest.raises(ConfigError, match="HF_HUB_OFFLINE"):
-        hubindex.build_from_hub(VectorIndex(tmp_path / "index"), "datasets", embed)
+        hubsources.build_from_hub(VectorIndex(tmp_path / "index"), "datasets", embed)
 
 
 @needs_snapshot
 def test_found_hub_dataset_is_downloaded_mapped_and_cached(hub, online, tmp_path) -> None:
     index = VectorIndex(tmp_path / "index")
-    hubindex.build_from_hub(index, "datasets", embed)
+    hubsources.build_from_hub(index, "datasets", embed)
     spec = TaskSpec("Classify movie reviews as positive or negative", labels=["positive", "negative"],
                     input_kind="movie review")  # fmt: skip
     cands = search(index, "movie reviews labelled good or bad", "datasets", k=3)
@@ -149,7 +149,7 @@ def test_cache_entries_index_what_is_downloaded(hub, online, tmp_path) -> None:
     )
     hf_hub_download("p2m-test/movie-opinions", "data/train.csv", repo_type="dataset", endpoint=hub.url,
                     cache_dir=cache)  # fmt: skip
-    entries = list(hubindex.cache_entries())
+    entries = list(hubsources.cache_entries())
     assert [e.id for e in entries] == ["p2m-test/movie-opinions"]
     assert entries[0].meta["license"] == "mit" and Path(entries[0].meta["cached_path"]).is_dir()
     index = VectorIndex(tmp_path / "index")
@@ -160,9 +160,9 @@ def test_cache_entries_index_what_is_downloaded(hub, online, tmp_path) -> None:
 
 
 def test_front_matter_reader() -> None:
-    front, body = hubindex._front_matter(
+    front, body = hubsources._front_matter(
         "---\nlicense: mit # ok\nlanguage: [en, fr]\ntags:\n- a\n- b\n---\nHello"
     )
     assert front == {"license": "mit", "language": ["en", "fr"], "tags": ["a", "b"]} and body == "Hello"
-    assert hubindex._front_matter("no card")[0] == {}
+    assert hubsources._front_matter("no card")[0] == {}
     assert json.dumps(front)

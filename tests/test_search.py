@@ -12,7 +12,7 @@ import pytest
 from p2m.agent.cli import main
 from p2m.errors import ConfigError, DataError
 from p2m.memory.vectors import VectorIndex, matches_where, open_index
-from p2m.tools import hubindex
+from p2m.tools import hubindex, hubsources
 from p2m.tools.embed import embed
 from p2m.tools.search import SearchFilters, choose_student, same_dataset, search
 from p2m.tools.types import TaskSpec
@@ -51,7 +51,7 @@ def built(tmp_path_factory) -> tuple[Path, Path]:
     index = VectorIndex(root / "index")
     for kind, (total, entries) in hubindex.snapshot_entries(snap).items():
         hubindex.build(index, kind, entries, embed, total=total)
-    hubindex.build(index, "models", hubindex.local_model_entries(), embed)
+    hubindex.build(index, "models", hubsources.local_model_entries(), embed)
     index.close()
     return root / "index", snap
 

@@ -139,7 +139,7 @@ def candidates(
         raise TaskError(f"unknown task type {task_type!r}; use one of {', '.join(TASK_TYPES)}")
     budget = training_budget() if memory_bytes is None else int(memory_bytes)
     if online is None:
-        from p2m.tools.hubindex import hub_offline
+        from p2m.tools.hubsources import hub_offline
 
         online = not hub_offline()
     allowed = tuple(p.lower() for p in (DEFAULT_LICENCES if licences is None else licences))
@@ -165,7 +165,7 @@ def fetch_model(candidate_or_id: ModelCandidate | str, revision: str | None = No
     from huggingface_hub import HfApi, constants, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    from p2m.tools.hubindex import hub_offline
+    from p2m.tools.hubsources import hub_offline
 
     repo_id = candidate_or_id.id if isinstance(candidate_or_id, ModelCandidate) else str(candidate_or_id)
     cache = hf_cache_dir()
@@ -317,7 +317,7 @@ def _architecture(
 
 def _shipped() -> Iterator[ModelCandidate]:
     """all-MiniLM-L6-v2 and SmolLM2-135M-Instruct, installed with p2m's dependencies (when they are)."""
-    from p2m.tools.hubindex import local_model_entries
+    from p2m.tools.hubsources import local_model_entries
 
     types = {MINILM: "bert", SMOLLM: "llama"}
     try:

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from p2m.errors import DataError, LLMError
-from p2m.tools.hubindex import Entry, dataset_entry, hub_offline
+from p2m.tools.hubindex import Entry, dataset_entry
+from p2m.tools.hubsources import hub_offline
 from p2m.tools.types import Candidate, TaskSpec
 
 __all__ = ["load_table", "local_entry", "load_candidate", "ColumnMap", "map_columns", "sample_examples"]

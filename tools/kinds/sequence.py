@@ -139,7 +139,7 @@ def distil(
     records' fields and values, with new names); its texts that pass the teacher's own check
     (`check_mentions`: every value, no other) become extra training rows for the cut-down student
     (sequence-level distillation, Kim & Rush 2016)."""
-    from p2m.tools.generate_seq import format_record, new_records
+    from p2m.tools.records import format_record, new_records
     from p2m.tools.seq_checks import check_mentions
 
     records, pools, style = new_records([x for x, _ in train + val], DISTIL_RECORDS, random.Random(seed))
