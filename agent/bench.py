@@ -19,7 +19,8 @@ from p2m.agent.options import RunOptions
 from p2m.agent.planner import PlanOptions, run_planner
 from p2m.errors import ConfigError, DataError
 from p2m.tools.evaluate import classification_report, load_jsonl_pairs, load_jsonl_refs
-from p2m.tools.llm import EMBEDDED_MODEL, open_llm
+from p2m.tools.llm import EMBEDDED_MODEL
+from p2m.tools.llm_open import open_llm
 from p2m.tools.parse import parse_task
 from p2m.tools.prompts import load_prompt
 from p2m.tools.train import load_student

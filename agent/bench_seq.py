@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from p2m.tools.evaluate import seq_report
-from p2m.tools.llm import EMBEDDED_MODEL, open_llm
+from p2m.tools.llm import EMBEDDED_MODEL
+from p2m.tools.llm_open import open_llm
 from p2m.tools.prompts import load_prompt
 from p2m.tools.seq_checks import first_answer
 

@@ -103,7 +103,7 @@ class ChatSession(DataIntents, LabelIntents, SeqIntents):
     @property
     def llm(self) -> Any:
         if self._llm is None:  # started only when something needs it, kept for the session
-            from p2m.tools.llm import open_llm
+            from p2m.tools.llm_open import open_llm
 
             log = (self.folder or home_dir()) / "logs" / "llm_server.log"
             self._llm = self._stack.enter_context(open_llm(self.options.llm, cache=ResponseCache(home_dir() / "llm_cache.sqlite"),

@@ -22,7 +22,8 @@ __all__ = ["register", "score_readings", "load_corpus"]
 def _teacher(llm_url: str | None, llm_model: str | None, llm_timeout: float) -> Any:
     """The teacher as `p2m run` opens it (embedded llama.cpp unless --llm), with the response cache."""
     from p2m.memory import ResponseCache, home_dir
-    from p2m.tools.llm import LLMConfig, open_llm
+    from p2m.tools.llm import LLMConfig
+    from p2m.tools.llm_open import open_llm
 
     click.echo("starting the teacher LLM …", err=True)
     cfg = LLMConfig.from_env(llm_url, llm_model, timeout=llm_timeout, concurrency=1)

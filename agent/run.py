@@ -24,7 +24,8 @@ from p2m.agent.options import RunOptions
 from p2m.errors import TaskError
 from p2m.memory import ResponseCache, RunStore, home_dir
 from p2m.tools.kinds import Kind, TrainSettings, kind_for
-from p2m.tools.llm import EMBEDDED_MODEL, open_llm
+from p2m.tools.llm import EMBEDDED_MODEL
+from p2m.tools.llm_open import open_llm
 from p2m.tools.parse import read_task_asking
 from p2m.tools.types import Decision, TaskSpec
 from p2m.tools.validation import estimate, row_scores

@@ -12,7 +12,8 @@ import pytest
 
 from p2m.agent.options import RunOptions, open_store
 from p2m.tools.generate import GenConfig
-from p2m.tools.llm import EmbeddedServer, LLMConfig, gguf_path, open_llm
+from p2m.tools.llm import EmbeddedServer, LLMConfig, gguf_path
+from p2m.tools.llm_open import open_llm
 from p2m.tools.train import TrainConfig
 from tests.helpers import run_once
 

@@ -11,7 +11,8 @@ import pytest
 
 from p2m.errors import ConfigError, LLMError
 from p2m.memory.cache import ResponseCache
-from p2m.tools.llm import LLMClient, LLMConfig, open_llm
+from p2m.tools.llm import LLMClient, LLMConfig
+from p2m.tools.llm_open import open_llm
 from tests.fakes import FakeOpenAIServer
 from tests.helpers import closed_port
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from p2m.errors import LLMError
-from p2m.tools.llm import LLMClient, LLMConfig, open_llm
+from p2m.tools.llm import LLMClient, LLMConfig
+from p2m.tools.llm_open import open_llm
 from p2m.tools.llm_server import SELF_TEST_PROMPT, EmbeddedServer, how_it_ended
 
 FAKE = str(Path(__file__).with_name("fakes.py"))
