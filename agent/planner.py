@@ -29,7 +29,7 @@ from p2m import faults
 from p2m.agent.options import RunOptions, RunResult, open_run, open_store, recorded
 from p2m.agent.policy import ACTIONS, Budget, Summary, guard, rule_decide
 from p2m.agent.run import Run
-from p2m.agent.scoring import better
+from p2m.agent.scoring import later_round
 from p2m.agent.state import PlannerState
 from p2m.errors import ConfigError
 from p2m.memory import RunStore
@@ -239,13 +239,13 @@ class Planner:
 
     def deploy(self, state: PlannerState) -> dict[str, Any]:
         rounds = self.rounds()
-        best = rounds[0]["best"]
+        best, why = rounds[0]["best"], ""
         for rnd in rounds[1:]:
-            best = better(best, rnd["best"])
+            best, why = later_round(best, rnd["best"])
         cands = [c for rnd in rounds for c in rnd["candidates"]]
         if len(rounds) > 1:
-            self.r.decide("select", f"{best['name']} is the best of {len(rounds)} rounds (real rows decide when "
-                          "they differ beyond the noise, then teacher-written rows)", name=best["name"])  # fmt: skip
+            self.r.decide("select", f"{best['name']} is kept of {len(rounds)} rounds: {why} (a later round wins "
+                          "unless an earlier one is ahead beyond the noise)", name=best["name"])  # fmt: skip
         stopped = _round_decision(self.r.store, self.r.run_id, len(rounds))
         planner = {"rounds": len(rounds), "target": self.plan.target, "max_rounds": self.plan.max_rounds,
                    "stopped": stopped["reason"] if stopped else None,

@@ -183,3 +183,29 @@ def test_a_few_real_rows_wholly_below_the_target_veto_it() -> None:
     rounds = [{"student": "finetune", "teacher": _est(1.0, 60, 0.0), "real": {"score": 0.33, "rows": 3, "low": 0.06,
                                                                              "high": 0.79}}]  # fmt: skip
     assert rule_decide(_summary(target=0.95, rounds=rounds)).action == "generate_more"
+
+
+def _cand(name: str, teacher_rows: list[float], real_rows: list[float] | None = None) -> dict:
+    c = {"name": name, "metric": "accuracy", "score": sum(teacher_rows) / len(teacher_rows),
+         "report": {"rows": teacher_rows}}  # fmt: skip
+    if real_rows is not None:
+        c["report"]["real"] = {"rows": real_rows}
+        c["real"] = {"score": sum(real_rows) / len(real_rows), "rows": len(real_rows)}
+    return c
+
+
+def test_the_best_round_is_the_later_one_unless_an_earlier_one_leads_beyond_the_noise():
+    from p2m.agent.scoring import later_round
+
+    # ten teacher-written rows, 0.8 against 0.7: one row apart, inside the noise — the later round, trained on
+    # more rows, is kept (the point estimate kept the earlier one)
+    r0 = _cand("r0", [1.0] * 8 + [0.0] * 2)
+    r2 = _cand("r2", [1.0] * 7 + [0.0] * 3)
+    assert later_round(r0, r2)[0] is r2 and "noise" in later_round(r0, r2)[1]
+    # sixty rows, 0.95 against 0.60: a lead beyond the noise keeps the earlier round
+    a, b = _cand("r0", [1.0] * 57 + [0.0] * 3), _cand("r1", [1.0] * 36 + [0.0] * 24)
+    assert later_round(a, b)[0] is a
+    # real rows decide when they differ beyond the noise, whatever the teacher-written rows say
+    a = _cand("r0", [1.0] * 60, real_rows=[0.0] * 40)
+    b = _cand("r1", [0.0] * 60, real_rows=[1.0] * 40)
+    assert later_round(a, b)[0] is b and later_round(b, a)[0] is b
