@@ -184,8 +184,9 @@ def guard(d: Decision, s: Summary) -> str | None:
         if unknown:
             return f"unknown labels {unknown}"
         perfect = [lab for lab in labels if s.per_label.get(lab, 0) >= 0.999]
-        if s.per_label and perfect and len(perfect) == len(labels):
-            return f"labels {perfect} are already perfect on validation"
+        weak = [lab for lab, v in s.per_label.items() if v < 0.999]
+        if s.per_label and perfect and len(perfect) == len(labels) and weak:  # all perfect: rows too easy
+            return f"labels {perfect} are already perfect on validation; {', '.join(weak)} are not"
         n = int(d.args.get("n") or 0)
         if n <= 0:
             return "generate_more needs n > 0"
@@ -282,8 +283,16 @@ def rule_decide(s: Summary) -> Decision:
         why = guard(d, s)
         return Decision("stop", f"no useful action left ({why})", "rule") if why else d
     weak = sorted((v, k) for k, v in s.per_label.items() if v < 0.999)
-    if not weak:
-        return Decision("stop", "every label is perfect on validation", "rule")
+    if (
+        not weak
+    ):  # saturated: the teacher's rows no longer measure anything; only the budget or a plateau stops
+        t = s.current().get("teacher") or {}
+        span = f" ({t['rows']} rows: 90% interval {t['low']:.2f}-1.00)" if t.get("rows") else ""
+        d = Decision("generate_more", f"every label is perfect on the teacher-written validation rows{span}: "
+                     "they are too easy to measure the student; more data for every label", "rule",
+                     {"labels": list(s.per_label), "n": n, "style": "more"})  # fmt: skip
+        why = guard(d, s)
+        return Decision("stop", f"every label is perfect on validation, and {why}", "rule") if why else d
     labels = [k for _, k in weak[: max(1, len(s.per_label) // 2)]]
     pairs = [(t, p) for t, p, _ in s.confusions if t in labels or p in labels][:3]
     reason = f"weakest labels {', '.join(f'{k} ({v:.2f})' for v, k in weak[:3])}"

@@ -209,3 +209,19 @@ def test_the_best_round_is_the_later_one_unless_an_earlier_one_leads_beyond_the_
     a = _cand("r0", [1.0] * 60, real_rows=[0.0] * 40)
     b = _cand("r1", [0.0] * 60, real_rows=[1.0] * 40)
     assert later_round(a, b)[0] is b and later_round(b, a)[0] is b
+
+
+def test_a_perfect_score_on_teacher_written_rows_is_no_reason_to_stop_while_budget_is_left():
+    perfect = {"student": "finetune", "teacher": _est(1.0, 13, half=0.19), "real": None, "train_fit": 1.0}
+    d = rule_decide(_summary(target=None, rounds=[perfect], per_label={"positive": 1.0, "negative": 1.0}))
+    assert d.action == "generate_more" and d.args["labels"] == ["positive", "negative"], d
+    assert "13 rows" in d.reason and "too easy" in d.reason
+    # the same round already ran and did not help: stop, saying why
+    again = {"action": "generate_more", "args": d.args, "gain": 0.0, "significant": False}
+    d2 = rule_decide(_summary(target=None, rounds=[perfect], per_label={"positive": 1.0, "negative": 1.0},
+                              actions=[again]))  # fmt: skip
+    assert d2.action == "stop" and "did not help" in d2.reason, d2
+    # and the budget still stops it
+    spent = rule_decide(_summary(target=None, rounds=[perfect], per_label={"positive": 1.0, "negative": 1.0},
+                                 budget=Budget(llm_calls=600, used_calls=600)))  # fmt: skip
+    assert spent.action == "stop" and "budget" in spent.reason
