@@ -8,7 +8,7 @@ everything kept so far (an experiment each, scored on teacher-written and real r
 builds a compact summary (agent/policy.py) and asks the LLM — when it is a capable endpoint — for
 one legal action by structured output, which the guard checks; a rejected or missing answer is
 replaced by the rule policy, and every decision is stored with `by: llm|rule`. `act` carries it out
-(generate_more for the weakest or most confused labels, retrieve, tune, switch_model). `deploy`
+(generate_more for the weakest or most confused labels, retrieve, switch_model). `deploy`
 keeps the best round by the same rule that picks within a round (agent/scoring.py).
 
 `--max-rounds 1` is the fixed recipe: one round, no decisions. The run store is the one source of
@@ -69,14 +69,12 @@ _DECISION_SCHEMA = {
         "style": {"type": "string", "enum": ["more", "confusable"]},
         "query": {"type": "string"},
         "name": {"type": "string"},
-        "epochs": {"type": "integer"},
-        "lr": {"type": "number"},
         "reason": {"type": "string"},
     },
     "required": ["action", "reason"],
 }
 _ARGS = {"generate_more": ("labels", "n", "style"), "retrieve": ("query",), "switch_model": ("name",),
-         "tune": ("epochs", "lr"), "stop": ()}  # fmt: skip
+         "stop": ()}  # fmt: skip
 
 
 def _round_decision(store: RunStore, run_id: str, k: int) -> dict[str, Any] | None:
@@ -127,13 +125,6 @@ class Planner:
                 return act["students"]
         return self.r.first_students()
 
-    def params(self, k: int) -> dict[str, Any]:
-        for i in range(k, 0, -1):
-            act = self.r.store.stage_info(self.r.run_id, f"act:{i}") or {}
-            if act.get("train_params"):
-                return act["train_params"]
-        return {}
-
     def rounds(self) -> list[dict[str, Any]]:
         stages = self.r.store.stages(self.r.run_id)
         return [stages[f"train:{k}"] for k in range(len(stages)) if f"train:{k}" in stages]
@@ -155,7 +146,7 @@ class Planner:
 
     def train(self, state: PlannerState) -> dict[str, Any]:
         k = state.get("round", 0)
-        done = self.r.train(k, self.students(k), self.params(k))
+        done = self.r.train(k, self.students(k))
         self.r.log(f"round {k}: {done['n_train']} training rows; kept {done['why']}")
         return {"round": k}
 
@@ -228,8 +219,6 @@ class Planner:
             elif d["action"] == "retrieve":
                 r.store.clear_stages(r.run_id, ["retrieve"])
                 r.retrieve()
-            elif d["action"] == "tune":
-                info["train_params"] = {p: d["args"][p] for p in ("epochs", "lr") if p in d["args"]}
             elif d["action"] == "switch_model":
                 info["students"] = [d["args"]["name"]]
             return info

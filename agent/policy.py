@@ -19,7 +19,9 @@ from p2m.tools.types import Decision
 
 __all__ = ["ACTIONS", "Budget", "Summary", "rule_decide", "guard", "MIN_REAL_ROWS"]
 
-ACTIONS = ("generate_more", "retrieve", "switch_model", "tune", "stop")
+# "tune" (epochs, learning rate) was taken out (issue 15): the rule policy never chose it, no measured run
+# chose it, and every training loop already keeps its best epoch
+ACTIONS = ("generate_more", "retrieve", "switch_model", "stop")
 MIN_REAL_ROWS = 10  # below this many real rows the target is judged on teacher-written rows (said so)
 UNDERFIT = 0.85  # a student scoring below this on its own training rows is too small for the data
 _MIN_ROUND = 40  # the smallest generation round worth its training cost
@@ -205,15 +207,6 @@ def guard(d: Decision, s: Summary) -> str | None:
             return f"{name} does not fit: {model.get('why_not') or 'not usable here'}"
         if model.get("tried"):
             return f"{name} was already tried"
-    if d.action == "tune":
-        params = d.args or {}
-        bad = [k for k in params if k not in ("epochs", "lr")]
-        if bad or not params:
-            return f"tune takes epochs and/or lr, not {bad or 'nothing'}"
-        if "epochs" in params and not 1 <= int(params["epochs"]) <= 20:
-            return "epochs must be between 1 and 20"
-        if "lr" in params and not 1e-6 <= float(params["lr"]) <= 1e-3:
-            return "lr must be between 1e-6 and 1e-3"
     return None
 
 

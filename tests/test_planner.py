@@ -45,7 +45,7 @@ def test_rule_planner_rounds_until_the_round_limit_and_explains(fake_llm, fake_c
                       progress=False)  # fmt: skip
     store = open_store()
     decisions = store.decisions(res.run_id)
-    acts = [d["action"] for d in decisions if d["action"] in ("generate_more", "stop", "retrieve", "tune")]
+    acts = [d["action"] for d in decisions if d["action"] in ("generate_more", "stop", "retrieve")]
     assert acts[-1] == "stop" and all(d["by"] == "rule" for d in decisions)
     assert res.report["planner"]["rounds"] >= 2 and len(res.report["planner"]["scores"]) >= 2
     more = [d for d in decisions if d["action"] == "generate_more" and d["args"].get("round") == 1]

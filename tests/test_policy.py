@@ -150,9 +150,7 @@ def test_guard_rejects_illegal_and_wasteful_decisions() -> None:
     assert "n > 0" in guard(Decision("generate_more", "", "llm", {"labels": ["world"]}), s)
     assert "unknown labels" in guard(Decision("generate_more", "", "llm", {"labels": ["weather"], "n": 9}), s)
     assert "nothing loadable" in guard(Decision("retrieve", "", "llm", {"query": "news"}), s)
-    assert "epochs" in guard(Decision("tune", "", "llm", {"epochs": 99}), s)
-    assert "tune takes" in guard(Decision("tune", "", "llm", {"batch": 3}), s)
-    assert guard(Decision("tune", "", "llm", {"epochs": 6}), s) is None
+    assert guard(Decision("tune", "", "llm", {"epochs": 6}), s).startswith("unknown action")  # taken out
     ok = Decision("generate_more", "", "llm", {"labels": ["world"], "n": 100})
     assert guard(ok, s) is None
     assert "did not help" in guard(
