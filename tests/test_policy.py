@@ -56,8 +56,14 @@ def test_rules_target_budget_and_plateau_stop() -> None:
     flat = rule_decide(_summary(actions=[{"action": "generate_more", "gain": 0.02, "significant": False},
                                          {"action": "generate_more", "gain": -0.002, "significant": False}]))  # fmt: skip
     assert flat.action == "stop" and "plateau" in flat.reason and "noise" in flat.reason
-    tiny = rule_decide(_summary(budget=Budget(llm_calls=630, used_calls=600)))
+    tiny = rule_decide(_summary(budget=Budget(llm_calls=620, used_calls=600)))
     assert tiny.action == "stop" and "useful round" in tiny.reason
+    # a small run: 21 more examples are a useful round when it has 17 (code costs ~3.5 calls an example)
+    code = dict(per_label={}, confusions=[], task_type="text_to_code", calls_per_example=3.5,
+                examples={"all": {"generated": 17}}, budget=Budget(llm_calls=150, used_calls=78))  # fmt: skip
+    small = rule_decide(_summary(**code))
+    assert small.action == "generate_more" and small.args["n"] == 20, small
+    assert rule_decide(_summary(**{**code, "budget": Budget(llm_calls=150, used_calls=130)})).action == "stop"
     late = rule_decide(_summary(budget=Budget(minutes=6, used_seconds=300)))
     assert late.action == "stop" and "time" in late.reason
 
