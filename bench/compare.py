@@ -33,7 +33,7 @@ def _unit(metric: str, x: float) -> float:
 def _actions(run: dict) -> str:
     acts = [d["action"] for d in run["pipeline"].get("decisions", []) if d["action"] not in ("retrieve", "select")]
     stop = next((d["reason"] for d in reversed(run["pipeline"].get("decisions", [])) if d["action"] == "stop"), "")
-    return " → ".join(acts[1:]) + (f" ({stop[:60]})" if stop else "")
+    return " → ".join(acts[1:]) + (f" ({stop[:100]})" if stop else "")
 
 
 def main(folder: str) -> None:
