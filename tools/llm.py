@@ -156,8 +156,9 @@ class LLMClient:
         seed: int | None,
         schema: dict[str, Any] | None,
         purpose: str,
-    ) -> tuple[str, bool]:
-        """(reply text, whether it came from the cache); an empty fresh reply is counted as a failure."""
+    ) -> tuple[str, bool, bool]:
+        """(reply text, whether it came from the cache, whether it was cut and already counted as a failure);
+        an empty fresh reply is counted as a failure."""
         request: dict[str, Any] = {
             "model": self.model_name,
             "messages": [list(m) for m in messages],
@@ -169,10 +170,11 @@ class LLMClient:
         cacheable = self.cache is not None and (temperature == 0 or seed is not None)
         start = time.perf_counter()
         hit = self.cache.get(request) if cacheable else None
+        cut = False
         if hit is not None:
             text, pt, ct = hit["text"], hit.get("prompt_tokens", 0), hit.get("completion_tokens", 0)
         else:
-            text, pt, ct = self._invoke(messages, temperature, max_tokens, seed, schema, purpose)
+            text, pt, ct, cut = self._invoke(messages, temperature, max_tokens, seed, schema, purpose)
             if cacheable:
                 self.cache.put(request, {"text": text, "prompt_tokens": pt, "completion_tokens": ct})
                 faults.point("answer")
@@ -180,12 +182,12 @@ class LLMClient:
                 self._failure(purpose, "empty")
         seconds = time.perf_counter() - start
         self._account(purpose, hit is not None, pt, ct, seconds)
-        return text, hit is not None
+        return text, hit is not None, cut
 
     def json(self, messages: list[Message], schema: dict[str, Any], **kw: Any) -> Any | None:
         """The reply parsed as JSON, or None if it is not valid JSON (counted as an `invalid_json` failure)."""
         kw.setdefault("purpose", "")
-        text, cached = self._complete(
+        text, cached, cut = self._complete(
             messages,
             kw.get("temperature", 0.0),
             kw.get("max_tokens", 256),
@@ -196,7 +198,7 @@ class LLMClient:
         try:
             return json.loads(_strip_fences(text))
         except (json.JSONDecodeError, TypeError):
-            if not cached and text.strip():
+            if not cached and not cut and text.strip():  # a cut answer was counted once, as `length`
                 self._failure(kw["purpose"], "invalid_json")
             return None
 
@@ -237,7 +239,7 @@ class LLMClient:
         seed: int | None,
         schema: dict | None,
         purpose: str = "",
-    ) -> tuple[str, int, int]:
+    ) -> tuple[str, int, int, bool]:
         import openai  # the SDK behind ChatOpenAI; only its error types are used here
 
         kwargs: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens}
@@ -272,7 +274,7 @@ class LLMClient:
                     self._failure(purpose, "length" if cut else "content_filter")
                     with self._ledger_lock:
                         self._failed_in_row, self._ever_answered = 0, True
-                    return _partial(e)
+                    return (*_partial(e), True)
                 except openai.APITimeoutError as e:
                     kind, error = "timeout", e
                     problem = f"{where} did not answer within the timeout (--llm-timeout)"
@@ -297,7 +299,12 @@ class LLMClient:
         finally:
             self._pool.put(slot)
         usage = getattr(reply, "usage_metadata", None) or {}
-        return str(reply.content), int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+        return (
+            str(reply.content),
+            int(usage.get("input_tokens", 0)),
+            int(usage.get("output_tokens", 0)),
+            False,
+        )
 
     def _where(self, slot: _Slot) -> str:
         if slot.server is not None:
