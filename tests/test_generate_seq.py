@@ -10,9 +10,17 @@ import pytest
 
 from p2m.errors import TaskError
 from p2m.tools.generate import GenConfig
-from p2m.tools.generate_seq import adapt_demonstration, curate_seq, generate_seq, salvage
+from p2m.tools.generate_seq import curate_seq, generate_seq, salvage
 from p2m.tools.parse import parse_task, qa_parts
-from p2m.tools.records import format_record, invent_names, like_values, name_like, sample_record, widen_names
+from p2m.tools.records import (
+    adapt_demonstration,
+    format_record,
+    invent_names,
+    like_values,
+    name_like,
+    sample_record,
+    widen_names,
+)
 from p2m.tools.seq_checks import (
     answer_candidates,
     check_code,

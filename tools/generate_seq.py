@@ -38,6 +38,7 @@ from p2m.tools.parse import qa_input, record_fields
 from p2m.tools.prompts import load_prompt
 from p2m.tools.qa_templates import template_question
 from p2m.tools.records import (
+    adapt_demonstration,
     format_record,
     like_values,
     record_pools,
@@ -68,7 +69,6 @@ __all__ = [
     "generate_seq",
     "curate_seq",
     "dedup_key",
-    "adapt_demonstration",
     "salvage",
 ]
 
@@ -222,28 +222,6 @@ def _code_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> l
     code = pick_code_line(raw) if ctx["one_line"] else clean_code(raw)
     reason, ran = check_code(code, request, one_line=ctx["one_line"])
     return [_row(request, code or clean_code(raw) or "", u * STRIDE, reason, {"ran": ran})]
-
-
-def adapt_demonstration(inp: str, out: str, record: list[tuple[str, str]], pools: dict[str, list[str]],
-                        rng: random.Random, style: str = "bracket") -> tuple[str, str]:  # fmt: skip
-    """A demonstration rewritten to hold the request's values: each value its text names is replaced, in
-    the record and the text, by the request record's value of that field (else a random pool value).
-
-    A small teacher copies its examples' names and values into every answer ("The Golden Palace" for any
-    record); with the examples carrying the request's values, what it copies is what the record says.
-    Yes/no values are kept (the text's wording carries them).
-    """
-    want = dict(record)
-    fields, text = [], out
-    for f, v in record_fields(inp):
-        new = want.get(f) or (rng.choice(pools[f]) if pools.get(f) else v)
-        hit = re.search(rf"(?<!\w){re.escape(v)}(?!\w)", text, re.I)
-        if norm(v) in ("yes", "no") or hit is None or norm(new) in ("yes", "no"):
-            fields.append((f, v))
-            continue
-        text = text[: hit.start()] + new + text[hit.end() :]
-        fields.append((f, new))
-    return format_record(fields, style), text
 
 
 def _d2t_unit(spec: TaskSpec, llm: Any, cfg: GenConfig, u: int, ctx: dict) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from p2m.errors import ConfigError
 from p2m.tools.parse import record_fields
 from p2m.tools.seq_checks import norm
 
-__all__ = ["format_record", "sample_record", "name_like", "name_words", "invent_names", "record_pools",
+__all__ = ["adapt_demonstration", "format_record", "sample_record", "name_like", "name_words", "invent_names", "record_pools",
            "widen_pools", "new_records", "widen_names", "like_values", "VALUE_SIMILARITY"]  # fmt: skip
 
 
@@ -173,3 +173,25 @@ def like_values(new: list[str], given: list[str]) -> list[str]:
 
     sims = embed(new) @ embed(given).T
     return [v for v, row in zip(new, sims, strict=True) if float(row.max()) >= VALUE_SIMILARITY]
+
+
+def adapt_demonstration(inp: str, out: str, record: list[tuple[str, str]], pools: dict[str, list[str]],
+                        rng: random.Random, style: str = "bracket") -> tuple[str, str]:  # fmt: skip
+    """A demonstration rewritten to hold the request's values: each value its text names is replaced, in
+    the record and the text, by the request record's value of that field (else a random pool value).
+
+    A small teacher copies its examples' names and values into every answer ("The Golden Palace" for any
+    record); with the examples carrying the request's values, what it copies is what the record says.
+    Yes/no values are kept (the text's wording carries them).
+    """
+    want = dict(record)
+    fields, text = [], out
+    for f, v in record_fields(inp):
+        new = want.get(f) or (rng.choice(pools[f]) if pools.get(f) else v)
+        hit = re.search(rf"(?<!\w){re.escape(v)}(?!\w)", text, re.I)
+        if norm(v) in ("yes", "no") or hit is None or norm(new) in ("yes", "no"):
+            fields.append((f, v))
+            continue
+        text = text[: hit.start()] + new + text[hit.end() :]
+        fields.append((f, new))
+    return format_record(fields, style), text
