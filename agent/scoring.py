@@ -68,24 +68,14 @@ def better(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 def later_round(a: dict[str, Any], b: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """The better of an earlier round's student `a` and a later round's `b`, which trained on at least the
-    same rows: `b` unless `a` is ahead beyond the noise (real rows first, then the same teacher-written rows
-    — a lead inside the 90% interval is not a lead; on ten validation rows one row is 0.1)."""
-    ra, rb = _real_rows(a), _real_rows(b)
-    if ra and len(ra) == len(rb):
-        g = paired_gain(ra, rb, a.get("metric", "accuracy"))
-        if g["significant"]:
-            return (
-                (b, "better on real rows") if g["delta"] > 0 else (a, "better on real rows, beyond the noise")
-            )
-    ta, tb = (a.get("report") or {}).get("rows") or [], (b.get("report") or {}).get("rows") or []
-    if ta and len(ta) == len(tb):
-        g = paired_gain(ta, tb, a.get("metric", "accuracy"))
-        if g["significant"] and g["delta"] < 0:
-            return a, f"better on teacher-written rows beyond the noise ({-g['delta']:+.3f})"
-        if not g["significant"]:
-            return b, "within the noise of the earlier rounds, and trained on more rows"
-        return b, "better on teacher-written rows"
-    return better(a, b), "the better validation score"
+    same rows: `b` unless `a` is ahead beyond the noise (`signal`: real rows first, then the same
+    teacher-written rows — a lead inside the 90% interval is not a lead; on ten rows one row is 0.1)."""
+    g = signal(a, b)
+    if not g["significant"]:
+        return b, "within the noise of the earlier rounds, and trained on more rows"
+    if g["delta"] < 0:
+        return a, f"better on {g['by']} rows beyond the noise ({-g['delta']:+.3f})"
+    return b, f"better on {g['by']} rows"
 
 
 def select(cands: list[dict[str, Any]], tolerance: float = 0.0, max_latency_ms: float | None = None
